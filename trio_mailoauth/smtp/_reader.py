@@ -1,0 +1,167 @@
+"""The SMTP reply reader: bytes in, one :class:`Reply` per complete multi-line reply out.
+
+RFC 5321 §4.2::
+
+    Reply-line = *( Reply-code "-" [ textstring ] CRLF ) Reply-code [ SP textstring ] CRLF
+
+Every line of one reply must carry the same code (a server that mixes them is broken, and
+guessing which code counts would hide it). Lines are taken from the receive buffer one
+complete line at a time and kept here until the last one arrives, so feeding the bytes one
+at a time gives exactly the same replies as feeding them all at once.
+
+Also here: parsing an EHLO reply into the extensions mapping, and the enhanced status code
+(RFC 2034 / RFC 3463) that may start each line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from trio_mailoauth._sansio import ReceiveBuffer, TraceHook, printable_line
+from trio_mailoauth.errors import RemoteProtocolError
+from trio_mailoauth.smtp._events import Reply
+
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "MAX_REPLY_LINE",
+    "MAX_REPLY_LINES",
+    "ReplyReader",
+    "auth_mechanisms",
+    "parse_ehlo",
+]
+
+# RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets, but servers exceed it (long
+# banners, SASL challenges: a Kerberos/GSSAPI token in base64 can reach ~12 KB). We are
+# lenient up to 16 KiB a line (CRLF included): still a fixed, small bound per connection.
+MAX_REPLY_LINE = 16 * 1024
+
+# The longest real replies are EHLO lists (~20-30 lines) and chatty multi-line banners;
+# 256 lines is ten times that. A reply past it is a server gone wrong, not a long list.
+MAX_REPLY_LINES = 256
+
+# And a whole reply may hold at most 64 KiB, whatever its line count: the most one
+# connection ever keeps of a reply in memory.
+MAX_REPLY_BYTES = 64 * 1024
+
+# "5.7.8 " at the start of a line: class 2/4/5, subject and detail of 1-3 digits (RFC 3463).
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+# An EHLO keyword (RFC 5321 §4.1.1.1): a letter or digit, then letters, digits and dashes.
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+class ReplyReader:
+    """Collects the lines of one reply; ``read()`` returns it once the last line is in."""
+
+    def __init__(self) -> None:
+        self._code: int | None = None
+        self._texts: list[str] = []
+        self._size = 0
+
+    @property
+    def in_progress(self) -> bool:
+        """True when some lines of a reply arrived but not its last one."""
+        return self._code is not None
+
+    def read(self, buffer: ReceiveBuffer, trace: TraceHook | None = None) -> Reply | None:
+        """The next complete reply from ``buffer``, or None when it needs more bytes."""
+        while True:
+            line = buffer.maybe_extract_line(MAX_REPLY_LINE)
+            if line is None:
+                if self._size + len(buffer) > MAX_REPLY_BYTES:
+                    raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
+                return None
+            if trace is not None:
+                trace(printable_line("S: ", line))
+            reply = self._add_line(line)
+            if reply is not None:
+                return reply
+
+    def _add_line(self, line: bytes) -> Reply | None:
+        self._size += len(line)
+        if self._size > MAX_REPLY_BYTES:
+            raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
+        if len(self._texts) >= MAX_REPLY_LINES:
+            raise RemoteProtocolError(f"reply with more than {MAX_REPLY_LINES} lines")
+        body = line[:-2]  # without CRLF
+        digits = body[:3]
+        if len(digits) != 3 or not digits.isdigit() or not b"2" <= digits[:1] <= b"5":
+            raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
+        separator = body[3:4]
+        if separator not in (b"", b" ", b"-"):
+            raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
+        code = int(digits)
+        if self._code is not None and code != self._code:
+            raise RemoteProtocolError(
+                f"reply code changed from {self._code} to {code} within one reply"
+            )
+        self._code = code
+        self._texts.append(body[4:].decode("utf-8", "replace"))
+        if separator == b"-":
+            return None
+        texts = self._texts
+        self._code, self._texts, self._size = None, [], 0
+        return _make_reply(code, texts)
+
+
+def _shown(line: bytes) -> str:
+    return printable_line("", line[:80])
+
+
+def _make_reply(code: int, texts: list[str]) -> Reply:
+    """Split the enhanced status off when the first line has one of the code's class.
+
+    RFC 2034 puts it on every line; we strip it from each line that starts with the same
+    one, and keep lines that differ (or lack it) as they are.
+    """
+    match = _ENHANCED.match(texts[0])
+    if match is None or match.group(1) != str(code)[0]:
+        return Reply(code, None, tuple(texts))
+    status = ".".join(match.groups())  # the line's own text: the regex took it digit by digit
+    lines = tuple(
+        text[len(status) :].removeprefix(" ") if _has_status(text, status) else text
+        for text in texts
+    )
+    return Reply(code, status, lines)
+
+
+def _has_status(text: str, status: str) -> bool:
+    return text.startswith(status) and (len(text) == len(status) or text[len(status)] == " ")
+
+
+def parse_ehlo(reply: Reply) -> dict[str, tuple[str, ...]]:
+    """The service extensions of a positive EHLO reply: keyword (upper case) -> parameters.
+
+    The first line is the server's name and greeting, not an extension. Lines that are not
+    ``keyword *(SP param)`` are ignored rather than fatal: a server's odd advertisement is
+    not worth failing a connection for, and an extension we cannot read is one we won't use.
+    ``AUTH=PLAIN LOGIN`` (the pre-RFC form old Microsoft servers send) is read as AUTH when
+    there is no real AUTH line.
+    """
+    extensions: dict[str, tuple[str, ...]] = {}
+    old_style_auth: tuple[str, ...] | None = None
+    for text in reply.lines[1:]:
+        words = text.split()
+        if not words:
+            continue
+        keyword = words[0]
+        if keyword.upper().startswith("AUTH="):
+            old_style_auth = tuple(w.upper() for w in [keyword[5:], *words[1:]] if w)
+            continue
+        if not _KEYWORD.fullmatch(keyword):
+            continue
+        keyword = keyword.upper()
+        params = tuple(words[1:])
+        if keyword == "AUTH":
+            # SASL mechanism names are case-insensitive; upper case makes lookups simple.
+            params = tuple(p.upper() for p in params)
+        extensions.setdefault(keyword, params)
+    if old_style_auth is not None and "AUTH" not in extensions:
+        extensions["AUTH"] = old_style_auth
+    return extensions
+
+
+def auth_mechanisms(extensions: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The SASL mechanisms an extensions mapping offers (empty without an AUTH keyword)."""
+    return extensions.get("AUTH", ())
