@@ -14,6 +14,8 @@ OAuth2 server alone (no root, no Dovecot):
 - ``standalone_oauth_server`` (session): its own process on a free port.
 - ``standalone_oauth`` (function): its control client, reset before the test.
 
+The integration tests are marked ``anyio`` as well: each runs on trio and again on asyncio.
+
 Sync fixtures on purpose: starting processes is blocking work, and trio tests can use them.
 """
 
@@ -29,10 +31,22 @@ from trio_mailoauth.testing.servers import MailServers, OAuthServerProcess
 _SERVER_FIXTURES = {"mail_servers", "oauth"}
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("anyio") is not None and isinstance(item, pytest.Function):
+            # Tests marked anyio run once per backend (the anyio_backend fixture below), by
+            # anyio's plugin: take them back from pytest-trio's trio_mode.
+            item.own_markers[:] = [m for m in item.own_markers if m.name != "trio"]
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Tests marked ``@pytest.mark.anyio`` run on trio and on asyncio: same library code."""
+    backend: str = request.param
+    return backend
 
 
 @pytest.fixture(scope="session")

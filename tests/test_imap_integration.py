@@ -3,6 +3,7 @@ ports.imaps) and the local OAuth2 server that Dovecot asks to introspect tokens.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -27,7 +28,7 @@ from trio_mailoauth.testing.servers import MailServers
 from trio_mailoauth.testing.token_provider import LocalTokenProvider
 from trio_mailoauth.transport import TLSMode
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 USER = "alice@example.test"
 TLS_MODES: list[TLSMode] = ["starttls", "implicit"]
@@ -228,32 +229,12 @@ async def test_kick_ends_the_session(mail_servers: MailServers) -> None:
         assert imap.state is ClientState.BROKEN
 
 
-# --- asyncio --------------------------------------------------------------------------------
-
-
-def test_xoauth2_login_on_asyncio(mail_servers: MailServers) -> None:
-    async def main(tls: TLSMode) -> frozenset[str]:
-        auth = XOAuth2(USER, _token(mail_servers))
-        async with _open(mail_servers, tls, auth=auth) as imap:
-            assert imap.protocol_state is IMAPState.AUTHENTICATED
-            await imap.noop()
-            return imap.capabilities
-
-    for tls in TLS_MODES:
-        assert "IMAP4REV1" in anyio.run(main, tls, backend="asyncio")
-
-
-def test_rejected_token_retry_on_asyncio(mail_servers: MailServers) -> None:
-    minted = mail_servers.oauth.mint_token(USER, expires_in=0, with_refresh_token=True)
-    provider = LocalTokenProvider(
-        mail_servers.oauth.token_url,
-        refresh_token=minted["refresh_token"],
-        first=AccessToken(minted["access_token"]),
-    )
-
-    async def main() -> None:
-        async with _open(mail_servers, "starttls", auth=XOAuth2(USER, provider)) as imap:
-            await imap.noop()
-
-    anyio.run(main, backend="asyncio")
-    assert (provider.requests, provider.invalidations) == (1, 1)
+async def test_runs_on_the_requested_backend(anyio_backend: str) -> None:
+    # Every test of this file runs twice, on trio and on asyncio (see conftest.py).
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        running = "trio"
+    else:
+        running = "asyncio"
+    assert running == anyio_backend

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,25 @@ def test_core_imports_no_io(module: str) -> None:
             "trio_mailoauth._client",
             "trio_mailoauth.transport",
         }, f"{module} imports {imported} (via {importer})"
+
+
+def _documented_names() -> set[str]:
+    """The names in the table under "## The public API" of docs/index.md."""
+    text = (PACKAGE.parent / "docs" / "index.md").read_text()
+    section = text.split("## The public API", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    return {name for row in rows for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", row)}
+
+
+def test_public_api_matches_the_documentation() -> None:
+    assert set(trio_mailoauth.__all__) == _documented_names()
+    assert len(trio_mailoauth.__all__) == len(set(trio_mailoauth.__all__))
+    for name in trio_mailoauth.__all__:
+        assert getattr(trio_mailoauth, name) is not None, name
+
+
+def test_public_api_contains_what_api_md_promises_for_this_milestone() -> None:
+    promised = {"open_imap", "open_smtp", "open_pop3", "XOAuth2", "OAuthBearer", "Plain"}
+    promised |= {"AuthenticationError", "IMAPResponseError"}
+    assert promised <= set(trio_mailoauth.__all__)
+    assert trio_mailoauth.AuthenticationError is trio_mailoauth.errors.AuthenticationError

@@ -18,7 +18,7 @@ from trio_mailoauth.testing.servers import MailServers
 from trio_mailoauth.testing.token_provider import LocalTokenProvider
 from trio_mailoauth.transport import TLSMode
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 USER = "alice@example.test"
 TLS_MODES: list[TLSMode] = ["starttls", "implicit"]

@@ -25,7 +25,7 @@ from trio_mailoauth.smtp import SMTPClient, open_smtp
 from trio_mailoauth.testing.token_provider import LocalTokenProvider
 from trio_mailoauth.transport import Stream, TLSMode
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 USER = "alice@example.test"
 # (server, tls): the port attribute of mail_servers.ports for each.
