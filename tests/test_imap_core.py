@@ -130,7 +130,7 @@ def run(script: Sequence[Step], split: Splitter = whole, trailing: bytes = b"") 
         elif isinstance(step, Answer):
             conn.send_sasl_response(step.data)
         elif isinstance(step, TLSDone):
-            conn.start_tls_complete()
+            conn.tls_established()
         else:
             conn.receive_data(b"")
             drain(conn, events)
@@ -365,7 +365,7 @@ def test_starttls_forgets_plaintext_capabilities() -> None:
     assert conn.capabilities is None
     with pytest.raises(LocalProtocolError, match="STARTING_TLS"):
         conn.send(Capability())
-    conn.start_tls_complete()
+    conn.tls_established()
     assert conn.state.name == "NOT_AUTHENTICATED"
     result = run(STARTTLS)
     assert result.conn.capabilities == frozenset({"IMAP4REV1", "AUTH=XOAUTH2", "SASL-IR"})
@@ -578,7 +578,7 @@ def test_refused_sends_queue_nothing_and_keep_the_counter() -> None:
     with pytest.raises(LocalProtocolError, match="no SASL challenge"):
         conn.send_sasl_response(b"x")
     with pytest.raises(LocalProtocolError, match="STARTTLS"):
-        conn.start_tls_complete()
+        conn.tls_established()
     assert conn.data_to_send() == b""
     conn.send(Noop())
     assert conn.data_to_send() == b"A1 NOOP\r\n"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import anyio
 
-from trio_mailoauth._sansio import NEED_DATA, ConnectionClosed, NeedData
+from trio_mailoauth._sansio import NEED_DATA, ConnectionClosed, NeedData, TraceHook
 from trio_mailoauth.errors import (
     AuthenticationError,
     ConnectError,
@@ -70,10 +70,15 @@ class BaseClient(Generic[ConnT]):
     default_ports: ClassVar[dict[TLSMode, int]]
 
     def __init__(
-        self, stream: Stream, conn: ConnT, *, host: str, port: int, allow_insecure: bool = False
+        self,
+        stream: Stream,
+        make_connection: Callable[[TraceHook | None], ConnT],
+        *,
+        host: str,
+        port: int,
+        allow_insecure: bool = False,
     ) -> None:
         self._stream = stream
-        self._conn = conn
         self.host = host
         self.port = port
         self._allow_insecure = allow_insecure
@@ -81,6 +86,10 @@ class BaseClient(Generic[ConnT]):
         self._broken_by: str | None = None
         self._lock = anyio.Lock()
         self._logger = logging.getLogger(f"trio_mailoauth.{self.protocol}")
+        # The core traces the conversation (secrets redacted) only when somebody listens:
+        # formatting every line costs.
+        tracing = self._logger.isEnabledFor(logging.DEBUG)
+        self._conn = make_connection(self._trace if tracing else None)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.host}:{self.port} {self._state.value}>"
@@ -96,10 +105,6 @@ class BaseClient(Generic[ConnT]):
     def _trace(self, line: str) -> None:
         """Hook for the core: one redacted line of the conversation."""
         self._logger.debug("%s:%d %s", self.host, self.port, line)
-
-    def _trace_hook(self) -> Callable[[str], None] | None:
-        """The trace hook to give a new core: only when somebody listens (it costs)."""
-        return self._trace if self._logger.isEnabledFor(logging.DEBUG) else None
 
     # --- the I/O loop -------------------------------------------------------------------
 

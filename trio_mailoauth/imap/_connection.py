@@ -336,7 +336,7 @@ class IMAPConnection:
                 _Part(self._sasl_tag, line, "C: <redacted SASL response>", blocked=False)
             )
 
-    def start_tls_complete(self) -> None:
+    def tls_established(self) -> None:
         """The I/O layer finished the TLS handshake after STARTTLS; commands may flow again."""
         if self._state is not IMAPState.STARTING_TLS:
             raise LocalProtocolError(f"no STARTTLS to complete in state {self._state.name}")

@@ -12,7 +12,6 @@ Written against anyio: runs on trio and on asyncio.
 
 from __future__ import annotations
 
-import logging
 import ssl
 from typing import ClassVar, Final
 
@@ -78,10 +77,13 @@ class IMAPClient(BaseClient[IMAPConnection]):
     def __init__(
         self, stream: Stream, *, host: str, port: int, allow_insecure: bool = False
     ) -> None:
-        # Trace only when somebody listens: formatting every line costs.
-        tracing = logging.getLogger(f"trio_mailoauth.{self.protocol}").isEnabledFor(logging.DEBUG)
-        conn = IMAPConnection(trace=self._trace if tracing else None)
-        super().__init__(stream, conn, host=host, port=port, allow_insecure=allow_insecure)
+        super().__init__(
+            stream,
+            lambda trace: IMAPConnection(trace=trace),
+            host=host,
+            port=port,
+            allow_insecure=allow_insecure,
+        )
         self._untagged: list[Event] = []
 
     # --- what callers look at --------------------------------------------------------------
@@ -167,7 +169,7 @@ class IMAPClient(BaseClient[IMAPConnection]):
         if response.status != "OK":
             raise TLSError(f"the server refused STARTTLS: {response.status} {response.text}")
         await self._upgrade_to_tls(ssl_context)
-        self._conn.start_tls_complete()
+        self._conn.tls_established()
 
     async def _goodbye(self) -> None:
         if self._conn.state not in _SESSION_STATES or self._conn.in_flight:

@@ -10,7 +10,6 @@ interrupts a round trip breaks the connection (see :mod:`trio_mailoauth._client`
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Mapping
 from typing import ClassVar
@@ -72,12 +71,12 @@ class POP3Client(BaseClient[POP3Connection]):
     def __init__(
         self, stream: Stream, *, host: str, port: int, allow_insecure: bool = False
     ) -> None:
-        # The logger is BaseClient's; tracing costs, so the core gets a hook only when
-        # somebody listens at DEBUG.
-        logger = logging.getLogger(f"trio_mailoauth.{self.protocol}")
-        trace = self._trace if logger.isEnabledFor(logging.DEBUG) else None
         super().__init__(
-            stream, POP3Connection(trace=trace), host=host, port=port, allow_insecure=allow_insecure
+            stream,
+            lambda trace: POP3Connection(trace=trace),
+            host=host,
+            port=port,
+            allow_insecure=allow_insecure,
         )
         self.greeting: str = ""
 

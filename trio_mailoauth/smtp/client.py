@@ -120,9 +120,13 @@ class SMTPClient(BaseClient[SMTPConnection]):
         allow_insecure: bool = False,
         local_hostname: str | None = None,
     ) -> None:
-        conn = SMTPConnection(tls=stream.is_tls)
-        super().__init__(stream, conn, host=host, port=port, allow_insecure=allow_insecure)
-        conn.trace = self._trace_hook()
+        super().__init__(
+            stream,
+            lambda trace: SMTPConnection(tls=stream.is_tls, trace=trace),
+            host=host,
+            port=port,
+            allow_insecure=allow_insecure,
+        )
         if local_hostname is None:
             local_hostname = default_local_hostname(stream.local_address)
         problem = check_local_name(local_hostname)
