@@ -103,15 +103,17 @@ def test_missing_binaries_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def busy_base() -> Iterator[int]:
-    """A port base whose IMAP port is taken by a listener."""
-    base = 19000
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", base + 143))
-        except OSError:
-            pytest.skip("port 19143 is in use on this host")
-        sock.listen()
-        yield base
+    """A port base whose IMAP port is taken by a listener (outside the harness's own range)."""
+    for base in range(20000, 30000, 1000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", base + 143))
+            except OSError:
+                continue
+            sock.listen()
+            yield base
+            return
+    raise AssertionError("no free port in 20143..29143 to make busy")
 
 
 def test_a_busy_port_base_is_skipped(monkeypatch: pytest.MonkeyPatch, busy_base: int) -> None:

@@ -9,6 +9,7 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -40,9 +41,13 @@ from trio_mailoauth.imap.events import (
     Event,
     Exists,
     Expunge,
+    Fetch,
+    Flags,
     Greeting,
+    ListEntry,
     Recent,
     SASLChallenge,
+    Search,
     StatusResponse,
     TaggedResponse,
     UntaggedResponse,
@@ -443,22 +448,13 @@ def test_session_events() -> None:
         Recent(1),
         Expunge(3),
         StatusResponse("OK", "System going down", "ALERT"),
-        UntaggedResponse("FLAGS", (("\\Answered", "\\Seen", "$Forwarded"),)),
-        UntaggedResponse(
-            "FETCH",
-            (
-                (
-                    "UID",
-                    "7",
-                    "FLAGS",
-                    ("\\Seen",),
-                    "BODY[HEADER.FIELDS (SUBJECT)]",
-                    b"Subject: x\n",
-                    "INTERNALDATE",
-                    b"01-Jan-2024 00:00:00 +0000",
-                ),
-            ),
+        Flags(("\\Answered", "\\Seen", "$Forwarded")),
+        Fetch(
             3,
+            uid=7,
+            flags=("\\Seen",),
+            sections={"BODY[HEADER.FIELDS (SUBJECT)]": b"Subject: x\n"},
+            internal_date=datetime(2024, 1, 1, tzinfo=UTC),
         ),
         UntaggedResponse("XUNKNOWN-THING", ("1", ("a", "b", ("c", None)), b'q"uoted')),
         TaggedResponse("A2", "CAPABILITY", "OK", "done", "CAPABILITY", "IMAP4rev1 IDLE MOVE"),
@@ -747,8 +743,8 @@ def test_limits(limits: Limits, data: bytes, match: str) -> None:
         (b"* BYE bye \xc3\xa9\r\n", UntaggedStatus("BYE", "bye é", None, None)),
         (b"* 0 RECENT\r\n", Recent(0)),
         (b"* 4294967295 EXISTS\r\n", Exists(2**32 - 1)),
-        (b"* SEARCH\r\n", UntaggedResponse("SEARCH")),
-        (b"* search 2 3 \r\n", UntaggedResponse("SEARCH", ("2", "3"))),
+        (b"* SEARCH\r\n", Search(())),
+        (b"* search 2 3 \r\n", Search((2, 3))),
         (b'* X "" "a\\\\b" "\\q"\r\n', UntaggedResponse("X", (b"", b"a\\b", b"\\q"))),
         (b'* X {0}\r\n nil NIL "NIL"\r\n', UntaggedResponse("X", (b"", None, None, b"NIL"))),
         (b"* X ~{3}\r\n\x00\x01\x02\r\n", UntaggedResponse("X", (b"\x00\x01\x02",))),
@@ -757,7 +753,7 @@ def test_limits(limits: Limits, data: bytes, match: str) -> None:
         (b"* X BODY[]<0> a]b\r\n", UntaggedResponse("X", ("BODY[]<0>", "a]b"))),
         (
             b'* LIST (\\HasNoChildren) "/" "INBOX/a b"\r\n',
-            UntaggedResponse("LIST", (("\\HasNoChildren",), b"/", b"INBOX/a b")),
+            ListEntry("INBOX/a b", "/", ("\\HasNoChildren",)),
         ),
     ],
 )

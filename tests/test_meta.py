@@ -25,6 +25,8 @@ CORE_MODULES = sorted(
         "trio_mailoauth._sansio",
         "trio_mailoauth.errors",
         "trio_mailoauth.oauth.tokens",
+        "trio_mailoauth.oauth.grants",
+        "trio_mailoauth.oauth.jwt",
     ]
 )
 FORBIDDEN = {

@@ -31,7 +31,17 @@ async def test_quickstart_runs(
     for proto in ("POP3  STLS    ", "POP3  implicit"):
         for mechanism in ("XOAUTH2", "OAUTHBEARER"):
             assert f"  {proto}  {mechanism:<11} ok" in out
+    # The refresh-token provider: one request for three logins; a token expired at the
+    # server mid-run is invalidated and replaced once.
+    assert "IMAP, SMTP and POP3 logged in, 1 token request in all" in out
+    assert "mode 0o600" in out
     assert "token rejected; retrying once" in out
-    assert "the token server issued 1 new token" in out
-    assert "kind='temporary'" in out
+    assert "1 token invalidated, 2 token requests in all" in out
     assert "<redacted>" in out
+    assert "kind='temporary'" in out
+    # IMAP, SMTP, POP3 sections.
+    assert "SEARCH SUBJECT quickstart -> 3 UIDs" in out
+    assert "IDLE event: Exists(" in out
+    assert "refused:  nobody@elsewhere.invalid (554" in out
+    assert "the dotted line arrived intact: True" in out
+    assert "none of the new ones: True" in out

@@ -11,9 +11,11 @@ from trio_mailoauth.errors import ConnectError as ConnectError
 from trio_mailoauth.errors import ConnectionBrokenError as ConnectionBrokenError
 from trio_mailoauth.errors import ConnectionClosedError as ConnectionClosedError
 from trio_mailoauth.errors import IMAPResponseError as IMAPResponseError
+from trio_mailoauth.errors import InteractionRequiredError as InteractionRequiredError
 from trio_mailoauth.errors import InvalidGrantError as InvalidGrantError
 from trio_mailoauth.errors import LocalProtocolError as LocalProtocolError
 from trio_mailoauth.errors import MailOAuthError as MailOAuthError
+from trio_mailoauth.errors import OAuth2ClientError as OAuth2ClientError
 from trio_mailoauth.errors import OAuth2Error as OAuth2Error
 from trio_mailoauth.errors import POP3ResponseError as POP3ResponseError
 from trio_mailoauth.errors import ProtocolError as ProtocolError
@@ -40,6 +42,8 @@ from trio_mailoauth.sasl import SASLMechanism as SASLMechanism
 from trio_mailoauth.sasl import XOAuth2 as XOAuth2
 from trio_mailoauth.smtp.client import SMTPClient as SMTPClient
 from trio_mailoauth.smtp.client import open_smtp as open_smtp
+from trio_mailoauth.smtp.client import send as send
+from trio_mailoauth.smtp.message import SendResult as SendResult
 
 __version__ = "0.1.0"
 
@@ -53,10 +57,12 @@ __all__ = [
     "ConnectionClosedError",
     "IMAPClient",
     "IMAPResponseError",
+    "InteractionRequiredError",
     "InvalidGrantError",
     "LocalProtocolError",
     "Login",
     "MailOAuthError",
+    "OAuth2ClientError",
     "OAuth2Error",
     "OAuthBearer",
     "POP3Client",
@@ -70,6 +76,7 @@ __all__ = [
     "SMTPPermanentError",
     "SMTPResponseError",
     "SMTPTransientError",
+    "SendResult",
     "SessionEndedError",
     "StaticTokenProvider",
     "TLSError",
@@ -80,4 +87,5 @@ __all__ = [
     "open_imap",
     "open_pop3",
     "open_smtp",
+    "send",
 ]

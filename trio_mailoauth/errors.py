@@ -24,6 +24,8 @@ MailOAuthError
 ├── ConnectionClosedError         you closed it (aclose/LOGOUT/QUIT), then used it again
 └── OAuth2Error                   .error, .error_description (from a token endpoint)
     ├── InvalidGrantError         a human has to log in again
+    │   └── InteractionRequiredError  ... and pass MFA / consent (AADSTS50076, 50079)
+    ├── OAuth2ClientError         the app registration is wrong (invalid_client, invalid_scope)
     └── TemporaryOAuth2Error      5xx, 429, network trouble: try again later
 ```
 
@@ -43,9 +45,11 @@ __all__ = [
     "ConnectionBrokenError",
     "ConnectionClosedError",
     "IMAPResponseError",
+    "InteractionRequiredError",
     "InvalidGrantError",
     "LocalProtocolError",
     "MailOAuthError",
+    "OAuth2ClientError",
     "OAuth2Error",
     "POP3ResponseError",
     "ProtocolError",
@@ -240,6 +244,16 @@ class OAuth2Error(MailOAuthError):
 
 class InvalidGrantError(OAuth2Error):
     """The grant (refresh token, code) is expired or revoked: a human must log in again."""
+
+
+class InteractionRequiredError(InvalidGrantError):
+    """The user must sign in interactively again (multi-factor authentication, consent)."""
+
+
+class OAuth2ClientError(OAuth2Error):
+    """The client is misconfigured: ``invalid_client``, ``unauthorized_client``,
+    ``invalid_scope``, ``unsupported_grant_type``, ``invalid_request``. Retrying will not help
+    and a new login will not either: fix the app registration or the settings."""
 
 
 class TemporaryOAuth2Error(OAuth2Error):

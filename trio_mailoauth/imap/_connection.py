@@ -24,7 +24,6 @@ from trio_mailoauth._sansio import (
     NEED_DATA,
     ConnectionClosed,
     NeedData,
-    ReceiveBuffer,
     SASLChallenge,
     TraceHook,
     decode_sasl,
@@ -34,8 +33,10 @@ from trio_mailoauth._sansio import (
 from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
 from trio_mailoauth.imap._reader import (
     Continuation,
+    IMAPBuffer,
     Limits,
     Parsed,
+    RawResponse,
     ResponseReader,
     TaggedCompletion,
     UntaggedStatus,
@@ -44,19 +45,22 @@ from trio_mailoauth.imap._reader import (
 )
 from trio_mailoauth.imap._state import (
     COMMAND_STATES,
-    EXCLUSIVE_COMMANDS,
     GREETING_TRANSITIONS,
     ON_SEND,
+    ON_TAGGED_NO,
     ON_TAGGED_OK,
     IMAPState,
+    is_exclusive,
 )
 from trio_mailoauth.imap._writer import CommandWriter
-from trio_mailoauth.imap.commands import Authenticate, Command
+from trio_mailoauth.imap.commands import Authenticate, Command, Idle
 from trio_mailoauth.imap.events import (
     Bye,
     CapabilityResponse,
+    Enabled,
     Event,
     Greeting,
+    IdleStarted,
     StatusResponse,
     TaggedResponse,
 )
@@ -70,8 +74,12 @@ _CAPABILITIES_CHANGE: Final = frozenset({"LOGIN", "AUTHENTICATE", "STARTTLS"})
 
 @dataclass
 class _InFlight:
-    name: str
+    name: str  # the state table's key: FETCH for UID FETCH too
+    wire_name: str
+    exclusive: bool
     capabilities_seen: bool = False  # capabilities arrived while this command ran
+    idling: bool = False  # IDLE got its "+"; DONE may be sent
+    done_sent: bool = False  # IDLE's DONE is queued: only the tagged OK may follow
 
 
 @dataclass
@@ -100,7 +108,7 @@ class IMAPConnection:
         self._trace = trace
         self._limits = limits or Limits()
         self._state = IMAPState.GREETING
-        self._buffer = ReceiveBuffer()
+        self._buffer = IMAPBuffer()
         self._reader = ResponseReader(self._limits)
         self._writer = CommandWriter()
         self._counter = 0
@@ -109,6 +117,8 @@ class IMAPConnection:
         self._sasl_tag: str | None = None  # the AUTHENTICATE exchange running, if any
         self._sasl_waiting = False  # a challenge awaits our response
         self._capabilities: frozenset[str] | None = None
+        self._enabled: frozenset[str] = frozenset()
+        self._utf8 = False  # mailbox names in UTF-8 (IMAP4rev2 or UTF8=ACCEPT enabled)
         self.greeting: Greeting | None = None
 
     def __repr__(self) -> str:
@@ -127,8 +137,30 @@ class IMAPConnection:
 
     @property
     def in_flight(self) -> dict[str, str]:
-        """Commands sent and not yet completed: tag -> command name."""
-        return {tag: entry.name for tag, entry in self._in_flight.items()}
+        """Commands sent and not yet completed: tag -> command (``UID FETCH``...)."""
+        return {tag: entry.wire_name for tag, entry in self._in_flight.items()}
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        """Extensions switched on with ENABLE (``CONDSTORE``, ``UTF8=ACCEPT``...)."""
+        return self._enabled
+
+    @property
+    def utf8(self) -> bool:
+        """True when mailbox names travel as UTF-8 rather than modified UTF-7."""
+        return self._utf8
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def can_send(self, command: Command) -> bool:
+        """Whether :meth:`send` would accept ``command`` now (state and pipelining rules)."""
+        try:
+            self._check_send(command)
+        except LocalProtocolError:
+            return False
+        return True
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -167,20 +199,19 @@ class IMAPConnection:
                     )
                 self._state = IMAPState.CLOSED
                 return ConnectionClosed()
-            self._trace_response(raw)
-            event = self._process(parse_response(raw, self._limits.max_depth))
+            if self._trace is not None:
+                self._trace_response(raw)
+            event = self._process(parse_response(raw, self._limits.max_depth, utf8=self._utf8))
             if event is not None:
                 return event
 
-    def _trace_response(self, raw: bytes) -> None:
-        if self._trace is None:
-            return
-        line_end = raw.find(b"\r\n")
-        if line_end + 2 == len(raw):
-            self._trace(printable_line("S: ", raw))
-        else:  # literals follow: show the first line only
-            first = printable_line("S: ", raw[:line_end])
-            self._trace(f"{first} ... ({len(raw)} bytes with literals)")
+    def _trace_response(self, raw: RawResponse) -> None:
+        assert self._trace is not None
+        if not raw.literals:
+            self._trace(printable_line("S: ", raw.lines))
+        else:  # literals follow: show the first line only (never a message body)
+            first = printable_line("S: ", raw.first_line())
+            self._trace(f"{first} ... ({raw.size} bytes with literals)")
 
     def _process(self, parsed: Parsed) -> Event | None:
         state = self._state
@@ -201,7 +232,14 @@ class IMAPConnection:
             return StatusResponse(parsed.status, parsed.text, parsed.code, parsed.code_data)
         if isinstance(parsed, CapabilityResponse):
             self._learn_capabilities(parsed.capabilities)
+        elif isinstance(parsed, Enabled):
+            self._enabled |= parsed.capabilities
+            self._update_utf8()
         return parsed
+
+    def _update_utf8(self) -> None:
+        self._utf8 = bool({"UTF8=ACCEPT", "UTF8=ONLY", "IMAP4REV2"} & self._enabled)
+        self._writer.utf8 = self._utf8
 
     def _greeting(self, parsed: Parsed) -> Greeting:
         if not isinstance(parsed, UntaggedStatus) or parsed.status not in GREETING_TRANSITIONS:
@@ -223,6 +261,10 @@ class IMAPConnection:
                 raise RemoteProtocolError("a second SASL challenge before our response")
             self._sasl_waiting = True
             return SASLChallenge(decode_sasl(parsed.text))
+        for entry in self._in_flight.values():
+            if entry.name == "IDLE" and not entry.idling and not entry.done_sent:
+                entry.idling = True
+                return IdleStarted(parsed.text.decode("utf-8", "replace"))
         for part in self._outbox:
             if part.blocked:
                 part.blocked = False  # the server is ready for this literal
@@ -246,6 +288,8 @@ class IMAPConnection:
             self._sasl_waiting = False
         if parsed.status == "OK":
             self._state = ON_TAGGED_OK.get((entry.name, self._state), self._state)
+        else:
+            self._state = ON_TAGGED_NO.get((entry.name, self._state), self._state)
         if parsed.code == "CAPABILITY":
             self._learn_capabilities(capabilities_from_code(parsed.code_data))
         elif (
@@ -263,7 +307,7 @@ class IMAPConnection:
                     "bytes arrived in plaintext after the STARTTLS go-ahead (possible injection)"
                 )
         return TaggedResponse(
-            parsed.tag, entry.name, parsed.status, parsed.text, parsed.code, parsed.code_data
+            parsed.tag, entry.wire_name, parsed.status, parsed.text, parsed.code, parsed.code_data
         )
 
     def _learn_capabilities(self, capabilities: frozenset[str]) -> None:
@@ -286,17 +330,45 @@ class IMAPConnection:
 
         Raises LocalProtocolError, with nothing queued, when the state table forbids it.
         """
+        name, wire_name, exclusive = self._check_send(command)
+        tag = f"{self._tag_prefix}{self._counter + 1}"
+        parts = self._writer.write(tag, wire_name, command.arguments())
+        self._counter += 1
+        redacted = command.redacted_arguments()
+        for index, data in enumerate(parts):
+            if redacted is not None:
+                trace = f"C: {tag} {wire_name} {redacted}" if index == 0 else None
+            elif self._trace is None:
+                trace = None
+            elif index == 0:
+                line_end = data.find(b"\r\n") + 2
+                trace = printable_line("C: ", data[:line_end])
+                if line_end < len(data):  # a LITERAL+ literal follows: not its bytes
+                    trace += f" <{len(data) - line_end} more bytes>"
+            else:  # a literal's bytes (a message being appended): never in the trace
+                trace = f"C: <{len(data)} bytes of literal data>"
+            self._outbox.append(_Part(tag, data, trace, blocked=index > 0))
+        self._in_flight[tag] = _InFlight(name, wire_name, exclusive)
+        if isinstance(command, Authenticate):
+            self._sasl_tag = tag
+        self._state = ON_SEND.get(name, self._state)
+        return tag
+
+    def _check_send(self, command: Command) -> tuple[str, str, bool]:
         name = command.name
+        wire_name = command.wire_name()
         state = self._state
         allowed = COMMAND_STATES.get(name)
         if allowed is None:
             raise LocalProtocolError(f"unknown IMAP command {name!r}")
         if state not in allowed:
-            raise LocalProtocolError(f"cannot send {name} in state {state.name}")
-        busy = [entry.name for entry in self._in_flight.values()]
-        if busy and (name in EXCLUSIVE_COMMANDS or EXCLUSIVE_COMMANDS.intersection(busy)):
+            raise LocalProtocolError(f"cannot send {wire_name} in state {state.name}")
+        exclusive = is_exclusive(name, wire_name)
+        busy = [entry.wire_name for entry in self._in_flight.values()]
+        if busy and (exclusive or any(entry.exclusive for entry in self._in_flight.values())):
             raise LocalProtocolError(
-                f"cannot send {name} in state {state.name} while {', '.join(busy)} is in flight"
+                f"cannot send {wire_name} in state {state.name} while {', '.join(busy)} "
+                "is in flight"
             )
         if (
             isinstance(command, Authenticate)
@@ -305,21 +377,22 @@ class IMAPConnection:
             and "SASL-IR" not in self._capabilities
         ):
             raise LocalProtocolError("the server does not offer SASL-IR (initial responses)")
-        tag = f"{self._tag_prefix}{self._counter + 1}"
-        parts = self._writer.write(tag, name, command.arguments())
-        self._counter += 1
-        redacted = command.redacted_arguments()
-        for index, data in enumerate(parts):
-            if redacted is not None:
-                trace = f"C: {tag} {name} {redacted}" if index == 0 else None
-            else:
-                trace = printable_line("C: ", data)
-            self._outbox.append(_Part(tag, data, trace, blocked=index > 0))
-        self._in_flight[tag] = _InFlight(name)
-        if isinstance(command, Authenticate):
-            self._sasl_tag = tag
-        self._state = ON_SEND.get(name, state)
-        return tag
+        if (
+            isinstance(command, Idle)
+            and self._capabilities is not None
+            and "IDLE" not in self._capabilities
+        ):
+            raise LocalProtocolError("the server does not offer IDLE")
+        return name, wire_name, exclusive
+
+    def idle_done(self) -> None:
+        """End the running IDLE: queue ``DONE`` (its tagged OK follows)."""
+        for tag, entry in self._in_flight.items():
+            if entry.name == "IDLE" and entry.idling and not entry.done_sent:
+                entry.done_sent = True
+                self._outbox.append(_Part(tag, b"DONE\r\n", "C: DONE", blocked=False))
+                return
+        raise LocalProtocolError(f"no accepted IDLE to end (state {self._state.name})")
 
     def send_sasl_response(self, data: bytes | None) -> None:
         """Answer the pending SASL challenge; ``None`` cancels the exchange (``*``)."""
@@ -341,6 +414,10 @@ class IMAPConnection:
         if self._state is not IMAPState.STARTING_TLS:
             raise LocalProtocolError(f"no STARTTLS to complete in state {self._state.name}")
         self._state = IMAPState.NOT_AUTHENTICATED
+
+    def has_data_to_send(self) -> bool:
+        """True when :meth:`data_to_send` would return bytes."""
+        return bool(self._outbox) and not self._outbox[0].blocked
 
     def data_to_send(self) -> bytes:
         """Bytes to write now (possibly empty)."""

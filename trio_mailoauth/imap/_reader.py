@@ -1,16 +1,9 @@
-"""Reading IMAP responses: framing on the receive buffer, then a tokenizer over one response.
+"""Reading IMAP responses: one framed response (:mod:`._tokenizer`) to an event.
 
-Two steps, each simple on its own:
-
-1. :class:`ResponseReader` cuts one whole response out of the receive buffer. A response is a
-   line, and every line that ends in a literal marker (``{n}`` CRLF, RFC 9051 §4.3) is
-   followed by exactly ``n`` bytes and another line. The reader keeps the parts it already
-   took, so feeding one byte at a time yields the same responses as feeding everything at
-   once; it returns ``None`` until the response is complete.
-2. :class:`Parser` tokenizes that complete response (atoms, quoted strings with escapes,
-   literals, ``NIL``, nested parenthesized lists, response codes) and
-   :func:`parse_response` turns it into an event or an internal record the connection
-   interprets (a continuation request, a tagged completion, an untagged status).
+:func:`parse_response` turns a :class:`RawResponse` into an event or an internal record the
+connection interprets (a continuation request, a tagged completion, an untagged status).
+Every untagged response RFC 9051 and the extensions we speak define gets a typed event;
+anything else stays a generic :class:`UntaggedResponse`, never dropped.
 
 Everything malformed or over a limit raises :class:`RemoteProtocolError`; nothing else may
 escape (the fuzz tests check it).
@@ -21,63 +14,56 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from trio_mailoauth._sansio import ReceiveBuffer
 from trio_mailoauth.errors import RemoteProtocolError
+from trio_mailoauth.imap._fetch import parse_fetch
+from trio_mailoauth.imap._mutf7 import decode_mailbox
+from trio_mailoauth.imap._tokenizer import (
+    MAX_DEPTH,
+    MAX_NUMBER64,
+    IMAPBuffer,
+    Limits,
+    Parser,
+    RawResponse,
+    ResponseReader,
+)
 from trio_mailoauth.imap.events import (
     CapabilityResponse,
+    Enabled,
+    ESearch,
     Exists,
     Expunge,
+    Fetch,
+    Flags,
+    IdResponse,
+    ListEntry,
+    MailboxStatus,
+    Namespace,
+    Quota,
+    QuotaRoot,
     Recent,
+    Search,
     UntaggedResponse,
     Value,
+    Vanished,
 )
 
 __all__ = [
     "Continuation",
+    "IMAPBuffer",
     "Limits",
     "Parser",
+    "RawResponse",
     "ResponseReader",
     "TaggedCompletion",
     "UntaggedStatus",
     "parse_response",
+    "parse_sequence_set",
 ]
-
-# A response line outside literals. Our longest lines in this slice are CAPABILITY lists
-# (< 1 KiB at Dovecot, Gmail, Outlook) and server texts; 64 KiB bounds what we hold before
-# seeing CRLF while leaving room for long LIST/FLAGS lines. (Big SEARCH results belong to a
-# later slice, which will raise this or stream them.)
-MAX_LINE: Final = 64 * 1024
-
-# One literal. This slice reads no message bodies (the streaming FETCH of a later slice
-# does not buffer them here); 1 MiB covers any header block or mailbox name.
-MAX_LITERAL: Final = 1024 * 1024
-
-# One whole response, lines and literals together: several literals of one response
-# (a FETCH of a few header fields) stay far below 4 MiB.
-MAX_RESPONSE: Final = 4 * 1024 * 1024
-
-# Parenthesized lists nested deeper than this are an attack, not mail: a BODYSTRUCTURE of a
-# message with multiparts nested 10 deep is already exotic. Also bounds our recursion.
-MAX_DEPTH: Final = 32
-
-# Numbers are unsigned 32-bit (RFC 9051 §4.2: number, nz-number); 64-bit only in
-# CONDSTORE mod-sequences, which a later slice parses from atoms.
-MAX_NUMBER: Final = 2**32 - 1
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The caps a reader enforces; each default is explained at its constant."""
-
-    max_line: int = MAX_LINE
-    max_literal: int = MAX_LITERAL
-    max_response: int = MAX_RESPONSE
-    max_depth: int = MAX_DEPTH
 
 
 @dataclass(frozen=True)
 class Continuation:
-    """``+ text``: the server waits for a literal's bytes or a SASL response."""
+    """``+ text``: the server waits for a literal's bytes, a SASL response, or IDLE's DONE."""
 
     text: bytes
 
@@ -111,279 +97,49 @@ Parsed = (
     | Exists
     | Recent
     | Expunge
+    | Fetch
+    | Flags
+    | ListEntry
+    | MailboxStatus
+    | Search
+    | ESearch
+    | Vanished
+    | Enabled
+    | IdResponse
+    | Namespace
+    | Quota
+    | QuotaRoot
     | UntaggedResponse
 )
-
-
-def literal_size(line: bytes) -> int | None:
-    """The ``n`` of a line ending in ``{n}`` / ``{n+}`` / ``~{n}`` CRLF, else None."""
-    if not line.endswith(b"}\r\n"):
-        return None
-    start = line.rfind(b"{")
-    if start < 0:
-        return None
-    digits = line[start + 1 : -3]
-    if digits.endswith(b"+"):
-        digits = digits[:-1]
-    if not digits or not digits.isdigit():
-        return None
-    if len(digits) > 10:  # more than 4 GiB: certainly over any limit
-        raise RemoteProtocolError(f"literal of {len(digits)} digits announced")
-    return int(digits)
-
-
-class ResponseReader:
-    """Cuts complete responses (lines plus their literals) out of a :class:`ReceiveBuffer`.
-
-    The parts of a response taken so far are kept here until it is whole: a transaction
-    that commits when the last line arrives. A failure leaves the connection broken anyway.
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        self._limits = limits
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._literal: int | None = None  # bytes of a literal still to take
-
-    @property
-    def in_progress(self) -> bool:
-        """True when part of a response has been taken but not all of it."""
-        return bool(self._parts)
-
-    def read(self, buffer: ReceiveBuffer) -> bytes | None:
-        """The next whole response, or None until more data arrives."""
-        while True:
-            if self._literal is not None:
-                data = buffer.maybe_extract_bytes(self._literal)
-                if data is None:
-                    return None
-                self._parts.append(data)
-                self._literal = None
-            line = buffer.maybe_extract_line(self._limits.max_line)
-            if line is None:
-                return None
-            self._add(len(line))
-            self._parts.append(line)
-            size = None if self._parts[0].startswith(b"+") else literal_size(line)
-            if size is None:
-                response = b"".join(self._parts)
-                self._parts.clear()
-                self._size = 0
-                return response
-            if size > self._limits.max_literal:
-                raise RemoteProtocolError(
-                    f"literal of {size} bytes exceeds the limit of {self._limits.max_literal}"
-                )
-            self._add(size)
-            self._literal = size
-
-    def _add(self, count: int) -> None:
-        self._size += count
-        if self._size > self._limits.max_response:
-            raise RemoteProtocolError(f"response longer than {self._limits.max_response} bytes")
-
-
-# Bytes that end an atom: SP, CTL, "(", ")", '"' (RFC 9051 atom-specials, leniently:
-# "]", "%", "*" and "\" are accepted inside atoms as real servers send them in flags,
-# mailbox names and FETCH items).
-_ATOM_STOP: Final = frozenset(b' ()"\x7f') | frozenset(range(0x20))
-_SP: Final = 0x20
-
-
-class Parser:
-    """A tokenizer over one complete response (as returned by :class:`ResponseReader`)."""
-
-    def __init__(self, data: bytes, max_depth: int = MAX_DEPTH) -> None:
-        self.data = data
-        self.pos = 0
-        self._max_depth = max_depth
-
-    def error(self, what: str) -> RemoteProtocolError:
-        line = self.data.split(b"\r\n", 1)[0][:80].decode("ascii", "replace")
-        return RemoteProtocolError(
-            f"malformed IMAP response ({what} at offset {self.pos}): {line!r}"
-        )
-
-    def peek(self) -> int | None:
-        return self.data[self.pos] if self.pos < len(self.data) else None
-
-    def at_line_end(self) -> bool:
-        return self.data.startswith(b"\r\n", self.pos)
-
-    def skip(self, token: bytes) -> bool:
-        if self.data.startswith(token, self.pos):
-            self.pos += len(token)
-            return True
-        return False
-
-    def expect(self, token: bytes) -> None:
-        if not self.skip(token):
-            raise self.error(f"expected {token.decode()!r}")
-
-    def end(self) -> None:
-        """The response must end here (trailing spaces are tolerated: some servers add one)."""
-        while self.peek() == _SP:
-            self.pos += 1
-        if not self.at_line_end() or self.pos + 2 != len(self.data):
-            raise self.error("expected the end of the response")
-        self.pos += 2
-
-    def atom(self) -> str:
-        """An atom; a ``[...]`` section inside it (``BODY[HEADER.FIELDS (TO)]``) is kept whole."""
-        start = self.pos
-        data = self.data
-        while self.pos < len(data):
-            byte = data[self.pos]
-            if byte == 0x5B:  # "["
-                self._skip_section()
-                continue
-            if byte in _ATOM_STOP:
-                break
-            self.pos += 1
-        if self.pos == start:
-            raise self.error("expected an atom")
-        return data[start : self.pos].decode("utf-8", "replace")
-
-    def _skip_section(self) -> None:
-        depth = 0
-        while self.pos < len(self.data):
-            byte = self.data[self.pos]
-            if byte in (0x0D, 0x0A):
-                break
-            self.pos += 1
-            if byte == 0x5B:
-                depth += 1
-                if depth > self._max_depth:
-                    raise self.error("brackets nested too deep")
-            elif byte == 0x5D:
-                depth -= 1
-                if depth == 0:
-                    return
-        raise self.error("unclosed '['")
-
-    def number(self) -> int:
-        start = self.pos
-        while self.pos < len(self.data) and 0x30 <= self.data[self.pos] <= 0x39:
-            self.pos += 1
-        digits = self.data[start : self.pos]
-        if not digits or len(digits) > 10 or int(digits) > MAX_NUMBER:
-            raise self.error("expected a 32-bit number")
-        return int(digits)
-
-    def quoted(self) -> bytes:
-        """A quoted string; ``\\"`` and ``\\\\`` are the escapes (RFC 9051 quoted-specials)."""
-        self.expect(b'"')
-        out = bytearray()
-        data = self.data
-        while self.pos < len(data):
-            byte = data[self.pos]
-            if byte == 0x22:  # closing quote
-                self.pos += 1
-                return bytes(out)
-            if byte in (0x0D, 0x0A):
-                break
-            if byte == 0x5C:  # backslash
-                following = data[self.pos + 1 : self.pos + 2]
-                if following in (b'"', b"\\"):
-                    out += following
-                    self.pos += 2
-                    continue
-                # Not a valid escape: keep the backslash, as lenient clients do.
-            out.append(byte)
-            self.pos += 1
-        raise self.error("unterminated quoted string")
-
-    def literal(self) -> bytes:
-        """``{n}`` CRLF and n bytes (``~{n}`` literal8 and ``{n+}`` accepted too)."""
-        self.skip(b"~")
-        self.expect(b"{")
-        size = self.number()
-        self.skip(b"+")
-        self.expect(b"}\r\n")
-        if self.pos + size > len(self.data):
-            raise self.error("literal shorter than announced")
-        value = self.data[self.pos : self.pos + size]
-        self.pos += size
-        return value
-
-    def value(self, depth: int = 0) -> Value:
-        """Any one value: list, string, literal, NIL or atom."""
-        byte = self.peek()
-        if byte == 0x28:  # "("
-            return self.parenthesized(depth + 1)
-        if byte == 0x22:
-            return self.quoted()
-        if byte == 0x7B or (byte == 0x7E and self.data.startswith(b"{", self.pos + 1)):
-            return self.literal()
-        word = self.atom()
-        return None if word.upper() == "NIL" else word
-
-    def parenthesized(self, depth: int) -> tuple[Value, ...]:
-        if depth > self._max_depth:
-            raise self.error(f"lists nested deeper than {self._max_depth}")
-        self.expect(b"(")
-        items: list[Value] = []
-        while True:
-            while self.peek() == _SP:
-                self.pos += 1
-            if self.skip(b")"):
-                return tuple(items)
-            if self.peek() is None or self.at_line_end():
-                raise self.error("unclosed '('")
-            items.append(self.value(depth))
-
-    def values(self) -> tuple[Value, ...]:
-        """Space-separated values up to the end of the response."""
-        items: list[Value] = []
-        while True:
-            while self.peek() == _SP:
-                self.pos += 1
-            if self.at_line_end():
-                self.end()
-                return tuple(items)
-            if self.peek() is None:
-                raise self.error("missing CRLF")
-            items.append(self.value())
-
-    def resp_text(self) -> tuple[str, str | None, str | None]:
-        """``[code data] text`` up to the end: (text, code, code_data)."""
-        code: str | None = None
-        code_data: str | None = None
-        self.skip(b" ")
-        line_end = self.data.find(b"\r\n", self.pos)
-        if line_end < 0 or line_end + 2 != len(self.data):
-            raise self.error("expected text up to the end of the response")
-        if self.skip(b"["):
-            close = self.data.find(b"]", self.pos, line_end)
-            if close < 0:
-                raise self.error("unclosed response code")
-            name, _, rest = self.data[self.pos : close].partition(b" ")
-            if not name or any(byte in _ATOM_STOP for byte in name):
-                raise self.error("bad response code")
-            code = name.decode("ascii", "replace").upper()
-            code_data = rest.decode("utf-8", "replace") if rest else None
-            self.pos = close + 1
-            self.skip(b" ")
-        text = self.data[self.pos : line_end].decode("utf-8", "replace")
-        self.pos = len(self.data)
-        return text, code, code_data
-
 
 _STATUSES: Final = ("OK", "NO", "BAD")
 _UNTAGGED_STATUSES: Final = ("OK", "NO", "BAD", "BYE", "PREAUTH")
 
+# A VANISHED or ESEARCH ALL sequence set expands to at most this many ranges: each range is
+# ~10 bytes on the wire, so the line limit bounds it too; this keeps the tuple small.
+MAX_RANGES: Final = 1_000_000
 
-def parse_response(data: bytes, max_depth: int = MAX_DEPTH) -> Parsed:
-    """One complete response (CRLF included) → an event or an internal record."""
-    parser = Parser(data, max_depth)
+
+def parse_response(
+    raw: RawResponse | bytes, max_depth: int = MAX_DEPTH, *, utf8: bool = False
+) -> Parsed:
+    """One complete response → an event or an internal record.
+
+    ``raw`` may be plain bytes (a whole response with its literals inline: tests, tools).
+    ``utf8``: mailbox names are UTF-8 (IMAP4rev2, UTF8=ACCEPT) rather than modified UTF-7.
+    """
+    if isinstance(raw, bytes):
+        raw = _frame(raw)
+    parser = Parser(raw, max_depth)
+    data = raw.lines
     if parser.skip(b"+"):
         parser.skip(b" ")
         end = data.find(b"\r\n", parser.pos)
-        if end + 2 != len(data):
+        if end + 2 != len(data) or raw.literals:
             raise parser.error("continuation request with trailing data")
         return Continuation(data[parser.pos : end])
     if parser.skip(b"* "):
-        return _untagged(parser)
+        return _untagged(parser, utf8)
     tag = parser.atom()
     if "+" in tag or tag == "*":
         raise parser.error("bad tag")
@@ -391,11 +147,73 @@ def parse_response(data: bytes, max_depth: int = MAX_DEPTH) -> Parsed:
     status = parser.atom().upper()
     if status not in _STATUSES:
         raise parser.error(f"tagged response with status {status[:20]!r}")
-    text, code, code_data = parser.resp_text()
+    text, code, code_data = resp_text(parser)
     return TaggedCompletion(tag, status, text, code, code_data)  # type: ignore[arg-type]
 
 
-def _untagged(parser: Parser) -> Parsed:
+def _frame(data: bytes) -> RawResponse:
+    """Frame a whole response given as bytes (it must be exactly one)."""
+    buffer = IMAPBuffer()
+    if data:
+        buffer.feed(data)
+    reader = ResponseReader(Limits(max_line=len(data) + 2, max_response=len(data) + 2))
+    raw = reader.read(buffer)
+    if raw is None or buffer:
+        raise RemoteProtocolError("malformed IMAP response: not exactly one response")
+    return raw
+
+
+def resp_text(parser: Parser) -> tuple[str, str | None, str | None]:
+    """``[code data] text`` up to the end: (text, code, code_data)."""
+    code: str | None = None
+    code_data: str | None = None
+    parser.skip(b" ")
+    data = parser.data
+    line_end = data.find(b"\r\n", parser.pos)
+    if line_end < 0 or line_end + 2 != len(data) or parser.literals:
+        raise parser.error("expected text up to the end of the response")
+    if parser.skip(b"["):
+        close = _code_end(data, parser.pos, line_end)
+        if close < 0:
+            raise parser.error("unclosed response code")
+        name, _, rest = data[parser.pos : close].partition(b" ")
+        if not name or not name.replace(b"-", b"").replace(b".", b"").isalnum():
+            raise parser.error("bad response code")
+        code = name.decode("ascii", "replace").upper()
+        code_data = rest.decode("utf-8", "replace") if rest else None
+        parser.pos = close + 1
+        parser.skip(b" ")
+    text = data[parser.pos : line_end].decode("utf-8", "replace")
+    parser.pos = len(data)
+    return text, code, code_data
+
+
+def _code_end(data: bytes, start: int, end: int) -> int:
+    """The "]" closing a response code, skipping brackets and quoted strings inside it
+    (``[BADCHARSET (UTF-8)]``, ``[PERMANENTFLAGS (\\Seen \\*)]``)."""
+    depth = 0
+    index = start
+    quoted = False
+    while index < end:
+        byte = data[index]
+        if quoted:
+            if byte == 0x5C:
+                index += 1
+            elif byte == 0x22:
+                quoted = False
+        elif byte == 0x22:
+            quoted = True
+        elif byte == 0x5B:
+            depth += 1
+        elif byte == 0x5D:
+            if depth == 0:
+                return index
+            depth -= 1
+        index += 1
+    return -1
+
+
+def _untagged(parser: Parser, utf8: bool) -> Parsed:
     number: int | None = None
     peek = parser.peek()
     if peek is not None and 0x30 <= peek <= 0x39:
@@ -403,6 +221,8 @@ def _untagged(parser: Parser) -> Parsed:
         parser.expect(b" ")
     name = parser.atom().upper()
     if number is not None:
+        if name == "FETCH":
+            return parse_fetch(parser, number)
         if name in ("EXISTS", "RECENT", "EXPUNGE"):
             parser.end()
             if name == "EXISTS":
@@ -410,10 +230,12 @@ def _untagged(parser: Parser) -> Parsed:
             return Recent(number) if name == "RECENT" else Expunge(number)
         return UntaggedResponse(name, parser.values(), number)
     if name in _UNTAGGED_STATUSES:
-        text, code, code_data = parser.resp_text()
+        text, code, code_data = resp_text(parser)
         return UntaggedStatus(name, text, code, code_data)  # type: ignore[arg-type]
-    if name == "CAPABILITY":
-        return CapabilityResponse(parse_capabilities(parser))
+    handler = _HANDLERS.get(name)
+    if handler is not None:
+        parser.skip_spaces()
+        return handler(parser, utf8)
     return UntaggedResponse(name, parser.values())
 
 
@@ -429,3 +251,233 @@ def parse_capabilities(parser: Parser) -> frozenset[str]:
 def capabilities_from_code(code_data: str | None) -> frozenset[str]:
     """The names of a ``[CAPABILITY ...]`` response code."""
     return frozenset(name.upper() for name in (code_data or "").split())
+
+
+def parse_sequence_set(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1:3,7,9:8"`` → ((1, 3), (7, 7), (8, 9)); ``*`` is not allowed in server data."""
+    ranges: list[tuple[int, int]] = []
+    for item in text.split(","):
+        first, _, last = item.partition(":")
+        if not first.isdigit() or (last and not last.isdigit()) or len(ranges) >= MAX_RANGES:
+            raise RemoteProtocolError(f"malformed sequence set {text[:40]!r}")
+        low, high = int(first), int(last or first)
+        if max(low, high) > MAX_NUMBER64:
+            raise RemoteProtocolError(f"malformed sequence set {text[:40]!r}")
+        ranges.append((min(low, high), max(low, high)))
+    return tuple(ranges)
+
+
+def _capability(parser: Parser, utf8: bool) -> Parsed:
+    return CapabilityResponse(parse_capabilities(parser))
+
+
+def _enabled(parser: Parser, utf8: bool) -> Parsed:
+    return Enabled(parse_capabilities(parser))
+
+
+def _flags(parser: Parser, utf8: bool) -> Parsed:
+    items = parser.parenthesized()
+    parser.end()
+    if not all(isinstance(item, str) for item in items):
+        raise parser.error("FLAGS with a non-atom")
+    return Flags(tuple(str(item) for item in items))
+
+
+def _list(parser: Parser, utf8: bool, command: Literal["LIST", "LSUB"] = "LIST") -> Parsed:
+    attributes = parser.parenthesized()
+    if not all(isinstance(item, str) for item in attributes):
+        raise parser.error("LIST attribute that is not an atom")
+    parser.expect(b" ")
+    delimiter_raw = parser.nstring()
+    parser.expect(b" ")
+    name = decode_mailbox(parser.astring(), utf8)
+    extended = parser.values()  # RFC 5258 extended data, e.g. ("CHILDINFO" ("SUBSCRIBED"))
+    delimiter = None if delimiter_raw is None else delimiter_raw.decode("utf-8", "replace")
+    return ListEntry(name, delimiter, tuple(str(a) for a in attributes), command, extended)
+
+
+def _lsub(parser: Parser, utf8: bool) -> Parsed:
+    return _list(parser, utf8, "LSUB")
+
+
+def _status(parser: Parser, utf8: bool) -> Parsed:
+    mailbox = decode_mailbox(parser.astring(), utf8)
+    parser.skip_spaces()
+    items = parser.parenthesized()
+    parser.end()
+    if len(items) % 2:
+        raise parser.error("STATUS with an odd number of items")
+    values: dict[str, int] = {}
+    for index in range(0, len(items), 2):
+        key, value = items[index], items[index + 1]
+        if not isinstance(key, str) or not isinstance(value, str) or not value.isdigit():
+            raise parser.error("STATUS item that is not a name and a number")
+        if len(value) > 19 or int(value) > MAX_NUMBER64:
+            raise parser.error("STATUS number too large")
+        values[key.upper()] = int(value)
+    return MailboxStatus(mailbox, values)
+
+
+def _search(parser: Parser, utf8: bool) -> Parsed:
+    # Fast path: a long line of numbers (a SEARCH of a big mailbox), split in C.
+    rest = parser.rest_of_line()
+    modseq: int | None = None
+    if rest.endswith(b")"):
+        start = rest.rfind(b"(")
+        inner = rest[start + 1 : -1].split()
+        if start < 0 or len(inner) != 2 or inner[0].upper() != b"MODSEQ":
+            raise parser.error("malformed SEARCH modseq")
+        modseq = _int64(inner[1], parser)
+        rest = rest[:start]
+    words = rest.split()
+    if not all(word.isdigit() and len(word) <= 10 for word in words):
+        raise parser.error("SEARCH result that is not a number")
+    return Search(tuple(map(int, words)), modseq)
+
+
+def _int64(word: bytes, parser: Parser) -> int:
+    if not word.isdigit() or len(word) > 19 or int(word) > MAX_NUMBER64:
+        raise parser.error("expected a 63-bit number")
+    return int(word)
+
+
+def _esearch(parser: Parser, utf8: bool) -> Parsed:
+    tag: str | None = None
+    if parser.peek() == 0x28:  # (TAG "A1")
+        correlator = parser.parenthesized()
+        if len(correlator) == 2 and isinstance(correlator[1], bytes):
+            tag = correlator[1].decode("ascii", "replace")
+    items = parser.values()
+    uid = False
+    fields: dict[str, Value] = {}
+    index = 0
+    if items and isinstance(items[0], str) and items[0].upper() == "UID":
+        uid = True
+        index = 1
+    while index + 1 < len(items):
+        key = items[index]
+        if not isinstance(key, str):
+            raise parser.error("ESEARCH item name that is not an atom")
+        fields[key.upper()] = items[index + 1]
+        index += 2
+    if index != len(items):
+        raise parser.error("ESEARCH with an odd number of items")
+    numbers: dict[str, int | None] = {}
+    for key in ("MIN", "MAX", "COUNT", "MODSEQ"):
+        value = fields.pop(key, None)
+        if value is not None and (not isinstance(value, str) or not value.isdigit()):
+            raise parser.error(f"ESEARCH {key} that is not a number")
+        numbers[key] = None if value is None else _int64(value.encode(), parser)
+    all_ = fields.pop("ALL", None)
+    if all_ is not None:
+        if not isinstance(all_, str):
+            raise parser.error("ESEARCH ALL that is not a sequence set")
+        parse_sequence_set(all_)
+    return ESearch(
+        tag,
+        uid,
+        numbers["MIN"],
+        numbers["MAX"],
+        numbers["COUNT"],
+        all_,
+        numbers["MODSEQ"],
+        fields,
+    )
+
+
+def _vanished(parser: Parser, utf8: bool) -> Parsed:
+    earlier = False
+    if parser.peek() == 0x28:
+        tags = parser.parenthesized()
+        earlier = any(isinstance(t, str) and t.upper() == "EARLIER" for t in tags)
+        parser.skip_spaces()
+    uid_set = parser.atom()
+    parser.end()
+    return Vanished(parse_sequence_set(uid_set), earlier)
+
+
+def _id(parser: Parser, utf8: bool) -> Parsed:
+    value = parser.value()
+    parser.end()
+    if value is None:
+        return IdResponse(None)
+    if not isinstance(value, tuple) or len(value) % 2:
+        raise parser.error("ID that is not a list of pairs")
+    fields: dict[str, str | None] = {}
+    for index in range(0, len(value), 2):
+        key, item = value[index], value[index + 1]
+        if not isinstance(key, bytes) or isinstance(item, tuple):
+            raise parser.error("ID field that is not a string")
+        fields[key.decode("utf-8", "replace")] = (
+            item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+        )
+    return IdResponse(fields)
+
+
+def _namespace(parser: Parser, utf8: bool) -> Parsed:
+    kinds: list[tuple[tuple[str, str | None], ...]] = []
+    for _ in range(3):
+        parser.skip_spaces()
+        value = parser.value()
+        entries: list[tuple[str, str | None]] = []
+        if value is not None:
+            if not isinstance(value, tuple):
+                raise parser.error("NAMESPACE that is not a list")
+            for entry in value:
+                if not isinstance(entry, tuple) or len(entry) < 2:
+                    raise parser.error("NAMESPACE entry that is not a list")
+                prefix, delimiter = entry[0], entry[1]
+                if not isinstance(prefix, bytes) or isinstance(delimiter, tuple | str):
+                    raise parser.error("NAMESPACE entry that is not two strings")
+                entries.append(
+                    (
+                        decode_mailbox(prefix, utf8),
+                        None if delimiter is None else delimiter.decode("utf-8", "replace"),
+                    )
+                )
+        kinds.append(tuple(entries))
+    parser.values()  # trailing extension data, if any
+    return Namespace(kinds[0], kinds[1], kinds[2])
+
+
+def _quota(parser: Parser, utf8: bool) -> Parsed:
+    root = parser.astring().decode("utf-8", "replace")
+    parser.skip_spaces()
+    items = parser.parenthesized()
+    parser.end()
+    if len(items) % 3:
+        raise parser.error("QUOTA resources that are not triples")
+    resources: dict[str, tuple[int, int]] = {}
+    for index in range(0, len(items), 3):
+        name, used, limit = items[index : index + 3]
+        if not (isinstance(name, str) and isinstance(used, str) and isinstance(limit, str)):
+            raise parser.error("QUOTA resource that is not atoms")
+        resources[name.upper()] = (_int64(used.encode(), parser), _int64(limit.encode(), parser))
+    return Quota(root, resources)
+
+
+def _quotaroot(parser: Parser, utf8: bool) -> Parsed:
+    mailbox = decode_mailbox(parser.astring(), utf8)
+    roots: list[str] = []
+    while not parser.at_end():
+        roots.append(parser.astring().decode("utf-8", "replace"))
+    parser.end()
+    return QuotaRoot(mailbox, tuple(roots))
+
+
+_HANDLERS: Final = {
+    "CAPABILITY": _capability,
+    "ENABLED": _enabled,
+    "FLAGS": _flags,
+    "LIST": _list,
+    "LSUB": _lsub,
+    "STATUS": _status,
+    "SEARCH": _search,
+    "SORT": _search,
+    "ESEARCH": _esearch,
+    "VANISHED": _vanished,
+    "ID": _id,
+    "NAMESPACE": _namespace,
+    "QUOTA": _quota,
+    "QUOTAROOT": _quotaroot,
+}

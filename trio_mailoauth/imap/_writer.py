@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from trio_mailoauth.errors import LocalProtocolError
+from trio_mailoauth.imap._mutf7 import encode_mailbox
 
-__all__ = ["AString", "Arg", "Atom", "CommandWriter"]
+__all__ = ["AString", "Arg", "Atom", "CommandWriter", "ListArg", "Literal", "Mailbox", "Raw"]
 
 # A string longer than this goes as a literal rather than a quoted string, so a command
 # line stays short (servers cap lines: Dovecot at 64 KiB, others lower).
@@ -46,7 +47,37 @@ class AString:
     value: str | bytes = field(repr=False)
 
 
-Arg = Atom | AString
+@dataclass(frozen=True)
+class Mailbox:
+    """A mailbox name: modified UTF-7 or UTF-8 as the session allows, then an astring."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Syntax we built ourselves (a sequence set, ``BODY.PEEK[HEADER]``, ``+FLAGS.SILENT``):
+    sent as it is after checking it holds only printable ASCII (no CR, LF, NUL)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Literal:
+    """Always a literal (APPEND's message); ``binary`` makes it a literal8 (``~{n}``)."""
+
+    data: bytes = field(repr=False)
+    binary: bool = False
+
+
+@dataclass(frozen=True)
+class ListArg:
+    """A parenthesized list of arguments: ``(\\Seen \\Flagged)``."""
+
+    items: tuple[Arg, ...]
+
+
+Arg = Atom | AString | Mailbox | Raw | Literal | ListArg
 
 
 class CommandWriter:
@@ -55,6 +86,7 @@ class CommandWriter:
     def __init__(self) -> None:
         self.literal_plus = False
         self.literal_minus = False
+        self.utf8 = False  # mailbox names in UTF-8 (IMAP4rev2 or UTF8=ACCEPT enabled)
 
     def write(self, tag: str, name: str, args: Sequence[Arg]) -> list[bytes]:
         """The parts of ``tag name args`` CRLF; every part after the first waits for ``+``.
@@ -65,27 +97,57 @@ class CommandWriter:
         current = bytearray(f"{tag} {name}".encode("ascii"))
         for arg in args:
             current += b" "
-            if isinstance(arg, Atom):
-                current += _atom(arg.text)
-                continue
-            data = arg.value.encode("utf-8") if isinstance(arg.value, str) else arg.value
-            if b"\x00" in data:
-                raise LocalProtocolError(
-                    f"{name}: an argument contains NUL, which IMAP cannot send"
-                )
-            if len(data) <= MAX_QUOTED and all(byte in _QUOTABLE for byte in data):
-                current += b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-                continue
-            if self.literal_plus or (self.literal_minus and len(data) <= LITERAL_MINUS_MAX):
-                current += b"{%d+}\r\n" % len(data)
-                current += data
-                continue
-            current += b"{%d}\r\n" % len(data)
-            parts.append(bytes(current))
-            current = bytearray(data)
+            current = self._arg(name, arg, current, parts)
         current += b"\r\n"
         parts.append(bytes(current))
         return parts
+
+    def _arg(self, name: str, arg: Arg, current: bytearray, parts: list[bytes]) -> bytearray:
+        if isinstance(arg, Atom):
+            current += _atom(arg.text)
+            return current
+        if isinstance(arg, Raw):
+            current += _raw(arg.text)
+            return current
+        if isinstance(arg, ListArg):
+            current += b"("
+            for index, item in enumerate(arg.items):
+                if index:
+                    current += b" "
+                current = self._arg(name, item, current, parts)
+            current += b")"
+            return current
+        if isinstance(arg, Literal):
+            return self._literal(arg.data, current, parts, binary=arg.binary)
+        if isinstance(arg, Mailbox):
+            data = encode_mailbox(arg.name, self.utf8)
+        else:
+            data = arg.value.encode("utf-8") if isinstance(arg.value, str) else arg.value
+        if b"\x00" in data:
+            raise LocalProtocolError(f"{name}: an argument contains NUL, which IMAP cannot send")
+        if len(data) <= MAX_QUOTED and all(byte in _QUOTABLE for byte in data):
+            current += b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+            return current
+        return self._literal(data, current, parts)
+
+    def _literal(
+        self, data: bytes, current: bytearray, parts: list[bytes], *, binary: bool = False
+    ) -> bytearray:
+        prefix = b"~" if binary else b""
+        if self.literal_plus or (self.literal_minus and len(data) <= LITERAL_MINUS_MAX):
+            current += prefix + b"{%d+}\r\n" % len(data)
+            current += data
+            return current
+        current += prefix + b"{%d}\r\n" % len(data)
+        parts.append(bytes(current))
+        return bytearray(data)
+
+
+def _raw(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if not data or any(byte < 0x20 or byte > 0x7E for byte in data):
+        raise LocalProtocolError(f"{text[:40]!r} is not valid IMAP syntax here")
+    return data
 
 
 def _atom(text: str) -> bytes:

@@ -12,48 +12,58 @@ Written against anyio: runs on trio and on asyncio.
 
 from __future__ import annotations
 
+import builtins
 import ssl
-from typing import ClassVar, Final
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import ClassVar, Final, Literal
 
-from trio_mailoauth._client import DEFAULT_CONNECT_TIMEOUT, BaseClient, Opener, open_client
+from trio_mailoauth._client import DEFAULT_CONNECT_TIMEOUT, Opener, open_client
 from trio_mailoauth.errors import (
     AuthenticationError,
     AuthFailureKind,
     ConnectError,
     ConnectionBrokenError,
-    IMAPResponseError,
     LocalProtocolError,
     RemoteProtocolError,
     SessionEndedError,
     TLSError,
 )
+from trio_mailoauth.imap import commands as c
 from trio_mailoauth.imap._connection import IMAPConnection
 from trio_mailoauth.imap._state import IMAPState
+from trio_mailoauth.imap._writer import Arg, Raw
 from trio_mailoauth.imap.commands import (
     Authenticate,
     Capability,
     Command,
     Login,
     Logout,
-    Noop,
     StartTLS,
 )
 from trio_mailoauth.imap.events import (
     Bye,
+    Enabled,
+    ESearch,
     Event,
     Greeting,
+    IdResponse,
+    ListEntry,
+    MailboxStatus,
+    Namespace,
     SASLChallenge,
+    Search,
     TaggedResponse,
 )
+from trio_mailoauth.imap.mailbox import AppendUID, CopyUID, MailboxInfo, StoreResult
+from trio_mailoauth.imap.message import Fetch
+from trio_mailoauth.imap.search import Q
+from trio_mailoauth.imap.session import MAX_UNTAGGED, IMAPSession, refusal
+from trio_mailoauth.imap.streams import IDLE_REFRESH_SECONDS, FetchStream, IdleSession
 from trio_mailoauth.sasl import SASLFlow, SASLMechanism, classify_failure
 from trio_mailoauth.transport import Stream, TLSMode
 
-__all__ = ["IMAPClient", "open_imap"]
-
-# Untagged responses received and not yet handed to the caller (``noop()`` returns them).
-# A mailbox event storm (a mass EXPUNGE) can legitimately produce tens of thousands; a
-# server sending more than this between two of our calls is flooding us. ~100 bytes each.
-MAX_UNTAGGED: Final = 100_000
+__all__ = ["MAX_UNTAGGED", "IMAPClient", "open_imap"]
 
 # Response codes of a refused AUTHENTICATE/LOGIN that no new token or retry fixes
 # (RFC 5530): the identity may not act as that user, TLS is required, an admin must act.
@@ -64,11 +74,11 @@ _SESSION_STATES: Final = frozenset(
 )
 
 
-def _refusal(response: TaggedResponse) -> IMAPResponseError:
-    return IMAPResponseError(response.status, response.text, response.code)
+def _items(items: str | Sequence[str]) -> tuple[str, ...]:
+    return (items,) if isinstance(items, str) else tuple(items)
 
 
-class IMAPClient(BaseClient[IMAPConnection]):
+class IMAPClient(IMAPSession):
     """An IMAP connection. Get one from :func:`open_imap`."""
 
     protocol: ClassVar[str] = "imap"
@@ -84,7 +94,7 @@ class IMAPClient(BaseClient[IMAPConnection]):
             port=port,
             allow_insecure=allow_insecure,
         )
-        self._untagged: list[Event] = []
+        self._init_session()
 
     # --- what callers look at --------------------------------------------------------------
 
@@ -111,14 +121,6 @@ class IMAPClient(BaseClient[IMAPConnection]):
 
     # --- the event loop of one command ----------------------------------------------------
 
-    def _keep(self, event: Event) -> None:
-        """Hold an untagged response until the caller asks (``noop()``)."""
-        if len(self._untagged) >= MAX_UNTAGGED:
-            raise RemoteProtocolError(
-                f"more than {MAX_UNTAGGED} untagged responses arrived without a pause"
-            )
-        self._untagged.append(event)
-
     async def _run(self, command: Command, flow: SASLFlow | None = None) -> TaggedResponse:
         """Send ``command`` and read until its tagged response (the lock is held)."""
         tag = self._conn.send(command)
@@ -138,7 +140,7 @@ class IMAPClient(BaseClient[IMAPConnection]):
     async def _check(self, command: Command) -> TaggedResponse:
         response = await self._run(command)
         if response.status != "OK":
-            raise _refusal(response)
+            raise refusal(response)
         return response
 
     async def _ensure_capabilities(self) -> None:
@@ -189,7 +191,7 @@ class IMAPClient(BaseClient[IMAPConnection]):
 
     async def logout(self) -> None:
         """Say LOGOUT (the server answers ``* BYE`` and its OK), then close the connection."""
-        async with self._round_trip():
+        async with self._exclusive():
             await self._goodbye()
         await self.aclose()
 
@@ -197,22 +199,20 @@ class IMAPClient(BaseClient[IMAPConnection]):
 
     async def capability(self) -> frozenset[str]:
         """Ask the server for its capabilities again."""
-        async with self._round_trip():
-            await self._check(Capability())
+        await self._command(Capability())
         return self.capabilities
 
-    async def noop(self) -> list[Event]:
-        """NOOP: returns the untagged responses seen since the last call (EXISTS, ...)."""
-        async with self._round_trip():
-            await self._check(Noop())
-            events, self._untagged = self._untagged, []
-        return events
+    async def noop(self) -> builtins.list[Event]:
+        """NOOP: returns the unsolicited responses seen so far (EXISTS, EXPUNGE, FETCH...)
+        and removes them from the queue (see :meth:`drain_events`)."""
+        await self._command(c.Noop())
+        return self.drain_events()
 
     async def login(self, user: str, password: str) -> None:
         """The LOGIN command (user name and password), refused if the server says LOGINDISABLED."""
         self._ensure_usable()
         self._check_can_send_secrets()
-        async with self._round_trip():
+        async with self._exclusive():
             if "LOGINDISABLED" in self.capabilities:
                 raise LocalProtocolError(
                     "the server advertises LOGINDISABLED: LOGIN is not allowed"
@@ -223,12 +223,12 @@ class IMAPClient(BaseClient[IMAPConnection]):
                     "temporary" if response.code == "UNAVAILABLE" else "permanent"
                 )
                 raise AuthenticationError(
-                    response.text, mechanism="LOGIN", kind=kind, response=_refusal(response)
+                    response.text, mechanism="LOGIN", kind=kind, response=refusal(response)
                 )
             await self._ensure_capabilities()
 
     async def _sasl_exchange(self, flow: SASLFlow) -> None:
-        async with self._round_trip():
+        async with self._exclusive():
             # RFC 4959: the initial response goes on the command line only with SASL-IR.
             initial = flow.initial_response() if "SASL-IR" in self.capabilities else None
             response = await self._run(Authenticate(flow.mechanism, initial), flow)
@@ -245,8 +245,265 @@ class IMAPClient(BaseClient[IMAPConnection]):
                 mechanism=flow.mechanism,
                 kind=kind,
                 detail=flow.error_detail,
-                response=_refusal(response),
+                response=refusal(response),
             )
+
+    # --- mailboxes (RFC 9051 §6.3) ---------------------------------------------------------
+
+    async def select(
+        self,
+        mailbox: str = "INBOX",
+        *,
+        readonly: bool = False,
+        condstore: bool = False,
+        qresync: c.QResync | None = None,
+    ) -> MailboxInfo:
+        """SELECT (EXAMINE with ``readonly``) a mailbox: its :class:`MailboxInfo`.
+
+        ``condstore`` asks for mod-sequences (RFC 7162); ``qresync`` (after
+        ``enable("QRESYNC")``) also returns what vanished and changed since.
+        """
+        command_type = c.Examine if readonly else c.Select
+        pending = await self._command(command_type(mailbox, condstore, qresync))
+        assert pending.response is not None
+        return MailboxInfo.from_responses(mailbox, pending.events, pending.response)
+
+    async def examine(self, mailbox: str = "INBOX", *, condstore: bool = False) -> MailboxInfo:
+        """EXAMINE: SELECT read-only (nothing changes the mailbox, not even \\Seen)."""
+        return await self.select(mailbox, readonly=True, condstore=condstore)
+
+    async def unselect(self) -> None:
+        """UNSELECT (RFC 3691): close the mailbox without expunging; CLOSE when absent."""
+        await self._command(c.Unselect() if self.has_capability("UNSELECT") else c.Close())
+
+    async def close_mailbox(self) -> None:
+        """CLOSE: expunge the \\Deleted messages silently and close the mailbox."""
+        await self._command(c.Close())
+
+    async def list(
+        self, reference: str = "", pattern: str = "*", *, special_use: bool = False
+    ) -> builtins.list[ListEntry]:
+        """LIST: the mailboxes matching ``pattern`` (``*`` all, ``%`` one level).
+
+        ``special_use`` asks for the RFC 6154 attributes (``\\Sent``, ``\\Trash``...) when
+        the server offers SPECIAL-USE (most send them anyway).
+        """
+        returns = ("SPECIAL-USE",) if special_use and self.has_capability("SPECIAL-USE") else ()
+        pending = await self._command(c.List(reference, pattern, returns))
+        return [event for event in pending.events if isinstance(event, ListEntry)]
+
+    async def lsub(self, reference: str = "", pattern: str = "*") -> builtins.list[ListEntry]:
+        """LSUB: the subscribed mailboxes (IMAP4rev1)."""
+        pending = await self._command(c.Lsub(reference, pattern))
+        return [event for event in pending.events if isinstance(event, ListEntry)]
+
+    async def status(
+        self,
+        mailbox: str,
+        items: Sequence[str] = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"),
+    ) -> MailboxStatus:
+        """STATUS: counters of a mailbox without selecting it."""
+        pending = await self._command(c.Status(mailbox, tuple(item.upper() for item in items)))
+        for event in pending.events:
+            if isinstance(event, MailboxStatus):
+                return event
+        raise RemoteProtocolError(f"STATUS {mailbox!r} completed without a STATUS response")
+
+    async def create(self, mailbox: str, *, special_use: str | None = None) -> None:
+        """CREATE a mailbox (``special_use="\\\\Archive"`` with CREATE-SPECIAL-USE)."""
+        await self._command(c.Create(mailbox, special_use))
+
+    async def delete(self, mailbox: str) -> None:
+        await self._command(c.Delete(mailbox))
+
+    async def rename(self, mailbox: str, new_name: str) -> None:
+        await self._command(c.Rename(mailbox, new_name))
+
+    async def subscribe(self, mailbox: str) -> None:
+        await self._command(c.Subscribe(mailbox))
+
+    async def unsubscribe(self, mailbox: str) -> None:
+        await self._command(c.Unsubscribe(mailbox))
+
+    # --- messages (RFC 9051 §6.4) ------------------------------------------------------------
+
+    async def search(
+        self, criteria: Q | str = "ALL", *, uid: bool = False, charset: str | None = None
+    ) -> builtins.list[int]:
+        """SEARCH: message numbers (UIDs with ``uid``) matching ``criteria``.
+
+        Build criteria with :class:`~trio_mailoauth.imap.search.Q` from any values; a plain
+        string is sent as it is and must hold only constant criteria (``"UNSEEN"``).
+        """
+        if isinstance(criteria, str):
+            args: tuple[Arg, ...] = (Raw(criteria),)
+            non_ascii = False
+        else:
+            args, non_ascii = criteria.args, criteria.non_ascii
+        if charset is None and non_ascii and not self._conn.utf8:
+            charset = "UTF-8"
+        pending = await self._command(c.Search(criteria=args, charset=charset, uid=uid))
+        numbers: list[int] = []
+        for event in pending.events:
+            if isinstance(event, Search):
+                numbers.extend(event.numbers)
+            elif isinstance(event, ESearch) and event.all:  # pragma: no cover - not asked
+                numbers.extend(_expand(event.all))
+        return numbers
+
+    def fetch(
+        self,
+        messages: str | int | Iterable[int],
+        items: str | Sequence[str] = ("UID", "FLAGS", "BODY.PEEK[]"),
+        *,
+        uid: bool = False,
+        changedsince: int | None = None,
+        vanished: bool = False,
+    ) -> FetchStream:
+        """FETCH, streamed: ``async for message in imap.fetch("1:*", ["UID", "BODY.PEEK[]"])``.
+
+        Yields one :class:`~trio_mailoauth.imap.message.Fetch` per message as it arrives;
+        memory is bounded by the largest message, not the mailbox. While the stream is open
+        other tasks' commands wait; leave the loop early with ``aclose()`` (or
+        ``async with imap.fetch(...) as messages``) so they can go on. ``changedsince``
+        (CONDSTORE) fetches only messages changed since that mod-sequence; with ``vanished``
+        (QRESYNC, UID FETCH) the server's ``Vanished`` report goes to the event queue
+        (:meth:`drain_events`).
+        """
+        command = c.Fetch(
+            c.sequence_set(messages),
+            _items(items),
+            changedsince,
+            vanished,
+            uid=uid,
+        )
+        command.arguments()  # validate now: a bad item raises here, not mid-iteration
+        return FetchStream(self, command)
+
+    async def store(
+        self,
+        messages: str | int | Iterable[int],
+        flags: Iterable[str],
+        action: Literal["+", "-", ""] = "+",
+        *,
+        uid: bool = False,
+        silent: bool = False,
+        unchangedsince: int | None = None,
+    ) -> StoreResult:
+        """STORE flags: add (``"+"``), remove (``"-"``) or replace (``""``) them."""
+        command = c.Store(
+            c.sequence_set(messages), action, tuple(flags), silent, unchangedsince, uid=uid
+        )
+        pending = await self._command(command)
+        assert pending.response is not None
+        modified = pending.response.code_data if pending.response.code == "MODIFIED" else None
+        fetches = tuple(event for event in pending.events if isinstance(event, Fetch))
+        return StoreResult(fetches, modified)
+
+    async def copy(
+        self, messages: str | int | Iterable[int], mailbox: str, *, uid: bool = False
+    ) -> CopyUID | None:
+        """COPY messages to ``mailbox``; where they went (UIDPLUS) when the server says."""
+        pending = await self._command(c.Copy(c.sequence_set(messages), mailbox, uid=uid))
+        assert pending.response is not None
+        return CopyUID.from_code(pending.response.code, pending.response.code_data)
+
+    async def move(
+        self, messages: str | int | Iterable[int], mailbox: str, *, uid: bool = False
+    ) -> CopyUID | None:
+        """MOVE messages to ``mailbox`` (RFC 6851).
+
+        Without MOVE: COPY, then STORE ``+FLAGS.SILENT (\\Deleted)`` and ``UID EXPUNGE`` of
+        exactly those messages (UIDPLUS), never a plain EXPUNGE that would also remove
+        other messages marked \\Deleted.
+        """
+        sequence = c.sequence_set(messages)
+        if self.has_capability("MOVE"):
+            pending = await self._command(c.Move(sequence, mailbox, uid=uid))
+            assert pending.response is not None
+            code, data = pending.response.code, pending.response.code_data
+            if code != "COPYUID":  # Dovecot and others send it untagged, before EXPUNGEs
+                for event in self._unsolicited:
+                    if getattr(event, "code", None) == "COPYUID":
+                        code, data = "COPYUID", getattr(event, "code_data", None)
+            return CopyUID.from_code(code, data)
+        if not self.has_capability("UIDPLUS"):
+            raise LocalProtocolError(
+                "the server offers neither MOVE nor UIDPLUS: a move could expunge other "
+                "messages marked \\Deleted"
+            )
+        if not uid:  # name the messages by UID first: the expunge must hit only them
+            sequence = c.sequence_set(await self.search(Q.messages(sequence), uid=True) or [])
+        result = await self.copy(sequence, mailbox, uid=True)
+        await self.store(sequence, ["\\Deleted"], "+", uid=True, silent=True)
+        await self.uid_expunge(sequence)
+        return result
+
+    async def expunge(self) -> None:
+        """EXPUNGE: remove every \\Deleted message (the Expunge events are queued)."""
+        await self._command(c.Expunge())
+
+    async def uid_expunge(self, uids: str | int | Iterable[int]) -> None:
+        """UID EXPUNGE (UIDPLUS): remove only these \\Deleted messages."""
+        await self._command(c.UIDExpunge(c.sequence_set(uids)))
+
+    async def append(
+        self,
+        mailbox: str,
+        message: bytes,
+        *,
+        flags: Iterable[str] = (),
+        internal_date: datetime | None = None,
+    ) -> AppendUID | None:
+        """APPEND a message (bytes with CRLF line ends); its UID when the server says."""
+        pending = await self._command(c.Append(mailbox, message, tuple(flags), internal_date))
+        assert pending.response is not None
+        return AppendUID.from_response(pending.response)
+
+    def idle(self, *, refresh_after: float = IDLE_REFRESH_SECONDS) -> IdleSession:
+        """IDLE: ``async with imap.idle() as events: async for event in events: ...``.
+
+        Yields the unsolicited events (queued ones first): Exists, Expunge, Fetch,
+        Vanished, ... and a final Bye when the server ends the session (the client is then
+        broken). DONE is sent on exit or cancellation; IDLE is re-issued every
+        ``refresh_after`` seconds (servers drop it after ~30 minutes).
+        """
+        return IdleSession(self, refresh_after)
+
+    # --- session -------------------------------------------------------------------------------
+
+    async def id(self, fields: Mapping[str, str] | None = None) -> dict[str, str | None] | None:
+        """ID (RFC 2971): tell the server who we are; what it says about itself."""
+        pending = await self._command(c.Id(fields))
+        for event in pending.events:
+            if isinstance(event, IdResponse):
+                return None if event.fields is None else dict(event.fields)
+        return None
+
+    async def enable(self, *capabilities: str) -> frozenset[str]:
+        """ENABLE extensions (CONDSTORE, QRESYNC, UTF8=ACCEPT); those the server enabled."""
+        pending = await self._command(c.Enable(tuple(name.upper() for name in capabilities)))
+        enabled: set[str] = set()
+        for event in pending.events:
+            if isinstance(event, Enabled):
+                enabled |= event.capabilities
+        return frozenset(enabled)
+
+    async def namespace(self) -> Namespace:
+        """NAMESPACE (RFC 2342): the personal, other users' and shared prefixes."""
+        pending = await self._command(c.Namespace())
+        for event in pending.events:
+            if isinstance(event, Namespace):
+                return event
+        raise RemoteProtocolError("NAMESPACE completed without a NAMESPACE response")
+
+
+def _expand(sequence: str) -> builtins.list[int]:
+    numbers: list[int] = []
+    for item in sequence.split(","):
+        first, _, last = item.partition(":")
+        numbers.extend(range(int(first), int(last or first) + 1))
+    return numbers
 
 
 def open_imap(

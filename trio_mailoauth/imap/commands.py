@@ -7,27 +7,138 @@ Secrets (a password, a SASL initial response) are hidden from reprs and from the
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from datetime import datetime
+from typing import ClassVar, Final, Literal
 
 from trio_mailoauth._sansio import encode_sasl
-from trio_mailoauth.imap._writer import Arg, AString, Atom
+from trio_mailoauth.errors import LocalProtocolError
+from trio_mailoauth.imap._writer import Arg, AString, Atom, ListArg, Mailbox, Raw
+from trio_mailoauth.imap._writer import Literal as LiteralArg
 
 __all__ = [
+    "Append",
     "Authenticate",
     "Capability",
+    "Check",
+    "Close",
     "Command",
+    "Copy",
+    "Create",
+    "Delete",
+    "Enable",
+    "Examine",
+    "Expunge",
+    "Fetch",
+    "GetQuota",
+    "GetQuotaRoot",
+    "Id",
+    "Idle",
+    "List",
     "Login",
     "Logout",
+    "Lsub",
+    "Move",
+    "Namespace",
     "Noop",
+    "QResync",
+    "Rename",
+    "Search",
+    "Select",
     "StartTLS",
+    "Status",
+    "Store",
+    "Subscribe",
+    "UIDExpunge",
+    "Unselect",
+    "Unsubscribe",
+    "sequence_set",
 ]
+
+# A sequence set as callers write it: "1", "1:5", "3:*", "1,3:4,9" (RFC 9051 sequence-set),
+# or "$" (RFC 5182 SEARCHRES).
+_SEQUENCE_SET_RE: Final = re.compile(
+    r"(?:[0-9]+|\*)(?::(?:[0-9]+|\*))?(?:,(?:[0-9]+|\*)(?::(?:[0-9]+|\*))?)*|\$"
+)
+# FETCH item names and section specs we pass through: letters, digits and .-[]<> inside,
+# plus spaces and parentheses only within [...] (BODY.PEEK[HEADER.FIELDS (FROM TO)]).
+_FETCH_ITEM_RE: Final = re.compile(
+    r"[A-Za-z0-9.\-]+(?:\[[A-Za-z0-9.\- ()]*\])?(?:<[0-9]+(?:\.[0-9]+)?>)?"
+)
+_ATOM_RE: Final = re.compile(r'[^\x00-\x20\x7f-\U0010ffff(){%*"\\\]]+')
+_MONTHS: Final = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+
+
+def sequence_set(value: str | int | Iterable[int]) -> str:
+    """A sequence set from ``"1:*"``, ``5`` or numbers (compressed into ranges).
+
+    Raises LocalProtocolError for anything that is not a valid set (no injection possible).
+    """
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str):
+        if not _SEQUENCE_SET_RE.fullmatch(value):
+            raise LocalProtocolError(f"{value[:40]!r} is not a valid sequence set")
+        return value
+    numbers = sorted(set(value))
+    if not numbers or numbers[0] < 1:
+        raise LocalProtocolError("a sequence set needs numbers >= 1")
+    ranges: list[str] = []
+    start = previous = numbers[0]
+    for number in [*numbers[1:], -1]:
+        if number == previous + 1:
+            previous = number
+            continue
+        ranges.append(str(start) if start == previous else f"{start}:{previous}")
+        start = previous = number
+    return ",".join(ranges)
+
+
+def imap_date(value: datetime, *, with_time: bool = True) -> str:
+    """``"17-Jul-1996 02:44:25 -0700"`` (INTERNALDATE) or ``"17-Jul-1996"`` (SEARCH)."""
+    date = f"{value.day:02d}-{_MONTHS[value.month - 1]}-{value.year:04d}"
+    if not with_time:
+        return date
+    if value.tzinfo is None:
+        raise LocalProtocolError("an IMAP date-time needs a time zone (an aware datetime)")
+    offset = value.strftime("%z")
+    return f"{date} {value:%H:%M:%S} {offset}"
+
+
+def _flag(flag: str) -> Arg:
+    """A flag: ``\\Seen`` (a system flag) or a keyword atom (``$Forwarded``)."""
+    if flag.startswith("\\"):
+        return Raw("\\" + flag[1:]) if _ATOM_RE.fullmatch(flag[1:]) else Atom(flag)
+    return Atom(flag)
+
+
+def _flag_list(flags: Iterable[str]) -> ListArg:
+    return ListArg(tuple(_flag(flag) for flag in flags))
 
 
 class Command:
-    """Base class: ``name`` on the wire, ``arguments()`` after it."""
+    """Base class: ``name`` (the state table's key), ``wire_name()`` on the wire
+    (``UID FETCH`` for a UID command), ``arguments()`` after it."""
 
     name: ClassVar[str]
+
+    def wire_name(self) -> str:
+        return self.name
 
     def arguments(self) -> tuple[Arg, ...]:
         return ()
@@ -98,3 +209,313 @@ class Authenticate(Command):
         if self.initial_response is None:
             return None
         return f"{self.mechanism.upper()} <redacted>"
+
+
+# --- the mailbox commands (RFC 9051 §6.3, §6.4) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class QResync:
+    """``SELECT mailbox (QRESYNC (uidvalidity modseq [known-uids]))`` (RFC 7162 §3.2.5)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: str | None = None
+
+
+@dataclass(frozen=True)
+class Select(Command):
+    """``SELECT mailbox [(CONDSTORE)|(QRESYNC (...))]``."""
+
+    name: ClassVar[str] = "SELECT"
+    mailbox: str
+    condstore: bool = False
+    qresync: QResync | None = None
+
+    def arguments(self) -> tuple[Arg, ...]:
+        args: list[Arg] = [Mailbox(self.mailbox)]
+        if self.qresync is not None:
+            q = self.qresync
+            inner: list[Arg] = [Atom(str(q.uidvalidity)), Atom(str(q.modseq))]
+            if q.known_uids:
+                inner.append(Raw(sequence_set(q.known_uids)))
+            args.append(ListArg((Atom("QRESYNC"), ListArg(tuple(inner)))))
+        elif self.condstore:
+            args.append(ListArg((Atom("CONDSTORE"),)))
+        return tuple(args)
+
+
+@dataclass(frozen=True)
+class Examine(Select):
+    """``EXAMINE``: SELECT read-only."""
+
+    name: ClassVar[str] = "EXAMINE"
+
+
+@dataclass(frozen=True)
+class Unselect(Command):
+    name: ClassVar[str] = "UNSELECT"
+
+
+@dataclass(frozen=True)
+class Close(Command):
+    name: ClassVar[str] = "CLOSE"
+
+
+@dataclass(frozen=True)
+class Check(Command):
+    name: ClassVar[str] = "CHECK"
+
+
+@dataclass(frozen=True)
+class _MailboxCommand(Command):
+    mailbox: str
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (Mailbox(self.mailbox),)
+
+
+@dataclass(frozen=True)
+class Create(Command):
+    """``CREATE mailbox [(USE (\\Sent))]`` (RFC 6154 CREATE-SPECIAL-USE)."""
+
+    name: ClassVar[str] = "CREATE"
+    mailbox: str
+    special_use: str | None = None
+
+    def arguments(self) -> tuple[Arg, ...]:
+        if self.special_use is None:
+            return (Mailbox(self.mailbox),)
+        use = ListArg((Atom("USE"), ListArg((Raw(self.special_use),))))
+        return (Mailbox(self.mailbox), use)
+
+
+@dataclass(frozen=True)
+class Delete(_MailboxCommand):
+    name: ClassVar[str] = "DELETE"
+
+
+@dataclass(frozen=True)
+class Subscribe(_MailboxCommand):
+    name: ClassVar[str] = "SUBSCRIBE"
+
+
+@dataclass(frozen=True)
+class Unsubscribe(_MailboxCommand):
+    name: ClassVar[str] = "UNSUBSCRIBE"
+
+
+@dataclass(frozen=True)
+class GetQuotaRoot(_MailboxCommand):
+    name: ClassVar[str] = "GETQUOTAROOT"
+
+
+@dataclass(frozen=True)
+class GetQuota(Command):
+    name: ClassVar[str] = "GETQUOTA"
+    root: str
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (AString(self.root),)
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    name: ClassVar[str] = "RENAME"
+    mailbox: str
+    new_name: str
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (Mailbox(self.mailbox), Mailbox(self.new_name))
+
+
+@dataclass(frozen=True)
+class List(Command):
+    """``LIST reference pattern [RETURN (SPECIAL-USE ...)]`` (RFC 5258, RFC 6154)."""
+
+    name: ClassVar[str] = "LIST"
+    reference: str = ""
+    pattern: str = "*"
+    returns: tuple[str, ...] = ()
+
+    def arguments(self) -> tuple[Arg, ...]:
+        args: list[Arg] = [Mailbox(self.reference), Mailbox(self.pattern)]
+        if self.returns:
+            args += [Atom("RETURN"), ListArg(tuple(Atom(item) for item in self.returns))]
+        return tuple(args)
+
+
+@dataclass(frozen=True)
+class Lsub(List):
+    name: ClassVar[str] = "LSUB"
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    """``STATUS mailbox (MESSAGES UIDNEXT ...)``."""
+
+    name: ClassVar[str] = "STATUS"
+    mailbox: str
+    items: tuple[str, ...] = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (Mailbox(self.mailbox), ListArg(tuple(Atom(item) for item in self.items)))
+
+
+@dataclass(frozen=True)
+class _UIDCommand(Command):
+    uid: bool = field(default=False, kw_only=True)
+
+    def wire_name(self) -> str:
+        return f"UID {self.name}" if self.uid else self.name
+
+
+@dataclass(frozen=True)
+class Search(_UIDCommand):
+    """``[UID] SEARCH [RETURN (...)] [CHARSET UTF-8] criteria`` (criteria already built)."""
+
+    name: ClassVar[str] = "SEARCH"
+    criteria: tuple[Arg, ...] = (Atom("ALL"),)
+    charset: str | None = None
+    returns: tuple[str, ...] | None = None  # ESEARCH (RFC 4731): ("MIN", "MAX", "COUNT")
+
+    def arguments(self) -> tuple[Arg, ...]:
+        args: list[Arg] = []
+        if self.returns is not None:
+            args += [Atom("RETURN"), ListArg(tuple(Atom(item) for item in self.returns))]
+        if self.charset is not None:
+            args += [Atom("CHARSET"), Atom(self.charset)]
+        return (*args, *self.criteria)
+
+
+@dataclass(frozen=True)
+class Fetch(_UIDCommand):
+    """``[UID] FETCH set (items) [(CHANGEDSINCE n [VANISHED])]``."""
+
+    name: ClassVar[str] = "FETCH"
+    sequence_set: str
+    items: tuple[str, ...]
+    changedsince: int | None = None
+    vanished: bool = False
+
+    def arguments(self) -> tuple[Arg, ...]:
+        for item in self.items:
+            if not _FETCH_ITEM_RE.fullmatch(item):
+                raise LocalProtocolError(f"{item[:40]!r} is not a FETCH item")
+        items = Raw("(" + " ".join(self.items) + ")")
+        args: list[Arg] = [Raw(sequence_set(self.sequence_set)), items]
+        if self.changedsince is not None:
+            modifiers: list[Arg] = [Atom("CHANGEDSINCE"), Atom(str(self.changedsince))]
+            if self.vanished:
+                modifiers.append(Atom("VANISHED"))
+            args.append(ListArg(tuple(modifiers)))
+        return tuple(args)
+
+
+@dataclass(frozen=True)
+class Store(_UIDCommand):
+    """``[UID] STORE set [(UNCHANGEDSINCE n)] +FLAGS[.SILENT] (flags)``."""
+
+    name: ClassVar[str] = "STORE"
+    sequence_set: str
+    action: Literal["+", "-", ""]
+    flags: tuple[str, ...]
+    silent: bool = False
+    unchangedsince: int | None = None
+
+    def arguments(self) -> tuple[Arg, ...]:
+        args: list[Arg] = [Raw(sequence_set(self.sequence_set))]
+        if self.unchangedsince is not None:
+            args.append(ListArg((Atom("UNCHANGEDSINCE"), Atom(str(self.unchangedsince)))))
+        item = f"{self.action}FLAGS{'.SILENT' if self.silent else ''}"
+        return (*args, Raw(item), _flag_list(self.flags))
+
+
+@dataclass(frozen=True)
+class Copy(_UIDCommand):
+    name: ClassVar[str] = "COPY"
+    sequence_set: str
+    mailbox: str
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (Raw(sequence_set(self.sequence_set)), Mailbox(self.mailbox))
+
+
+@dataclass(frozen=True)
+class Move(Copy):
+    name: ClassVar[str] = "MOVE"
+
+
+@dataclass(frozen=True)
+class Expunge(Command):
+    name: ClassVar[str] = "EXPUNGE"
+
+
+@dataclass(frozen=True)
+class UIDExpunge(Command):
+    """``UID EXPUNGE set`` (UIDPLUS, RFC 4315): only these deleted messages."""
+
+    name: ClassVar[str] = "UID EXPUNGE"
+    sequence_set: str
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (Raw(sequence_set(self.sequence_set)),)
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    """``APPEND mailbox [(flags)] ["date-time"] {n}`` and the message bytes."""
+
+    name: ClassVar[str] = "APPEND"
+    mailbox: str
+    message: bytes = field(repr=False)
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None
+
+    def arguments(self) -> tuple[Arg, ...]:
+        args: list[Arg] = [Mailbox(self.mailbox)]
+        if self.flags:
+            args.append(_flag_list(self.flags))
+        if self.internal_date is not None:
+            args.append(AString(imap_date(self.internal_date)))
+        args.append(LiteralArg(self.message))
+        return tuple(args)
+
+
+@dataclass(frozen=True)
+class Idle(Command):
+    """``IDLE`` (RFC 2177): the server pushes changes until the client sends ``DONE``."""
+
+    name: ClassVar[str] = "IDLE"
+
+
+@dataclass(frozen=True)
+class Id(Command):
+    """``ID ("name" "value" ...)`` or ``ID NIL`` (RFC 2971)."""
+
+    name: ClassVar[str] = "ID"
+    fields: Mapping[str, str] | None = None
+
+    def arguments(self) -> tuple[Arg, ...]:
+        if not self.fields:
+            return (Atom("NIL"),)
+        items: list[Arg] = []
+        for key, value in self.fields.items():
+            items += [AString(key), AString(value)]
+        return (ListArg(tuple(items)),)
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    """``ENABLE CONDSTORE QRESYNC UTF8=ACCEPT ...`` (RFC 5161)."""
+
+    name: ClassVar[str] = "ENABLE"
+    capabilities: tuple[str, ...]
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return tuple(Atom(name) for name in self.capabilities)
+
+
+@dataclass(frozen=True)
+class Namespace(Command):
+    name: ClassVar[str] = "NAMESPACE"

@@ -20,13 +20,15 @@ class AccessToken:
     ``expires_at`` is a POSIX timestamp computed from the moment the token request *started*
     (so a slow token endpoint never makes a token look fresher than it is); ``None`` means
     unknown. ``obtained_at`` is that same start time, when known: the clients use it to tell a
-    token that was just issued from one that has been cached for a while.
+    token that was just issued from one that has been cached for a while. ``refresh_on`` is
+    when the issuer suggests refreshing it (Microsoft's ``refresh_in``), if it said.
     """
 
     token: str = field(repr=False)
     expires_at: float | None = None
     scopes: tuple[str, ...] = ()
     obtained_at: float | None = None
+    refresh_on: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token:

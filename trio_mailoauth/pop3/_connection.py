@@ -7,10 +7,18 @@
     sock.send(conn.data_to_send())   # b"CAPA\\r\\n"
     ...
 
-The core knows which commands are answered with a multi-line body (CAPA here; LIST, UIDL,
-RETR, TOP later), dot-unstuffs the body and ends it only at CRLF ``.`` CRLF. It runs SASL
-exchanges (``SASLChallenge`` events, ``send_sasl_response``), guards the STLS upgrade, and
-writes a redacted trace of the conversation. States and transitions are in ``_state.py``.
+The core knows which commands are answered with a multi-line body (CAPA, LIST and UIDL
+without argument, RETR, TOP), dot-unstuffs the body and ends it only at CRLF ``.`` CRLF.
+CAPA/LIST/UIDL bodies are read line by line into one event; RETR/TOP bodies are streamed as
+``MessageStart``, ``MessageData``..., ``MessageEnd`` with a few octets held at most, so a
+message of any size costs bounded memory. With PIPELINING advertised (RFC 2449), several
+TRANSACTION commands may be in flight; their answers come back in order. It runs SASL
+exchanges (``SASLChallenge`` events, ``send_sasl_response``), computes APOP digests, guards
+the STLS upgrade, and writes a redacted trace of the conversation. States and transitions are
+in ``_state.py``.
+
+Since RETR/TOP data follows the network's chunks, feeding the same bytes in other pieces gives
+the same events once adjacent ``MessageData`` are joined.
 """
 
 from __future__ import annotations
@@ -23,39 +31,56 @@ from trio_mailoauth._sansio import (
     NEED_DATA,
     ConnectionClosed,
     NeedData,
-    ReceiveBuffer,
     SASLChallenge,
     TraceHook,
     printable_line,
 )
 from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
 from trio_mailoauth.pop3._events import (
+    Apop,
     Authenticate,
     Capa,
     Command,
     ErrResponse,
     Event,
     Greeting,
+    MessageData,
+    MessageEnd,
+    MessageStart,
     MultilineResponse,
     OkResponse,
+    ScanListing,
+    StatResponse,
     Stls,
+    UidListing,
 )
 from trio_mailoauth.pop3._reader import (
     CAPA_LIMITS,
     CHALLENGE_LINE_LIMIT,
     DEFAULT_BODY_LIMITS,
+    DEFAULT_MESSAGE_LIMIT,
+    LISTING_LIMITS,
     STATUS_LINE_LIMIT,
     BodyLimits,
+    MessageBody,
+    POP3Buffer,
     StatusLine,
     apop_timestamp,
     is_challenge,
     parse_capabilities,
     parse_challenge,
+    parse_listing_line,
+    parse_stat,
     parse_status_line,
     unstuff,
 )
-from trio_mailoauth.pop3._state import GREETING, REPLY_TABLE, SEND_TABLE, State
-from trio_mailoauth.pop3._writer import format_command, format_sasl_response, trace_command
+from trio_mailoauth.pop3._state import GREETING, PIPELINABLE, REPLY_TABLE, SEND_TABLE, State
+from trio_mailoauth.pop3._writer import (
+    format_apop,
+    format_command,
+    format_sasl_response,
+    trace_command,
+)
 
 __all__ = ["POP3Connection"]
 
@@ -65,14 +90,25 @@ __all__ = ["POP3Connection"]
 MAX_SASL_CHALLENGES: Final = 16
 
 # The caps of each multi-line response, by command keyword (see _reader.BodyLimits).
-BODY_LIMITS: Final[dict[str, BodyLimits]] = {"CAPA": CAPA_LIMITS}
+BODY_LIMITS: Final[dict[str, BodyLimits]] = {
+    "CAPA": CAPA_LIMITS,
+    "LIST": LISTING_LIMITS,
+    "UIDL": LISTING_LIMITS,
+}
+
+# Answers streamed as MessageStart / MessageData / MessageEnd rather than collected in lines.
+_STREAMED: Final = frozenset({"RETR", "TOP"})
+
+# With PIPELINING, at most this many commands in flight. The client keeps a small window
+# anyway; the cap bounds the pending queue if a caller keeps sending without reading.
+MAX_PIPELINED: Final = 1024
 
 _TERMINATOR: Final = b".\r\n"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Pending:
-    """A command whose reply is due."""
+    """A command whose reply is due (one per command: slots, not frozen, are cheaper)."""
 
     keyword: str
     sent_in: State
@@ -97,13 +133,19 @@ class POP3Connection:
     (``"C: ..."``/``"S: ..."``) with passwords and SASL responses replaced by ``<redacted>``.
     """
 
-    def __init__(self, trace: TraceHook | None = None) -> None:
+    def __init__(
+        self, trace: TraceHook | None = None, *, max_message_size: int = DEFAULT_MESSAGE_LIMIT
+    ) -> None:
         self._trace = trace
+        # RETR/TOP answers longer than this (unstuffed octets) are a RemoteProtocolError.
+        self.max_message_size = max_message_size
         self._state = State.GREETING
-        self._buffer = ReceiveBuffer()
+        self._buffer = POP3Buffer()
         self._outgoing = bytearray()
         self._pending: deque[_Pending] = deque([_Pending(GREETING, State.GREETING)])
         self._body: _Body | None = None
+        self._message: MessageBody | None = None
+        self._message_ended = False  # the terminator was seen; MessageEnd is due
         self._sasl_owed = False  # a challenge was handed out and not answered yet
         self._challenges = 0
         self._capabilities: dict[str, tuple[str, ...]] = {}
@@ -134,9 +176,33 @@ class POP3Connection:
         """True while a command (or the greeting) has not been fully answered."""
         return bool(self._pending)
 
+    @property
+    def pipelining(self) -> bool:
+        """May several commands be in flight? (PIPELINING advertised, TRANSACTION state.)"""
+        return "PIPELINING" in self._capabilities and self._state is State.TRANSACTION
+
+    @property
+    def in_flight(self) -> int:
+        """Commands sent whose answers have not been fully read."""
+        return len(self._pending)
+
     def can_send(self, keyword: str) -> bool:
         """Would ``send`` accept a command with this keyword now?"""
-        return not self._pending and keyword in SEND_TABLE[self._state]
+        return keyword in SEND_TABLE[self._state] and self._pipeline_refusal(keyword) is None
+
+    def _pipeline_refusal(self, keyword: str) -> str | None:
+        if not self._pending:
+            return None
+        if not self.pipelining:
+            return f"the reply to {self._pending[0].keyword} is still due"
+        if keyword not in PIPELINABLE or self._pending[0].keyword not in PIPELINABLE:
+            # Only commands that leave TRANSACTION state as it is: the state the next one
+            # is checked against does not depend on answers not read yet. (A command that
+            # is not pipelinable is only ever sent alone, so checking the first suffices.)
+            return f"{keyword} cannot be pipelined after {self._pending[-1].keyword}"
+        if len(self._pending) >= MAX_PIPELINED:
+            return f"{MAX_PIPELINED} commands are already in flight"
+        return None
 
     # --- sending --------------------------------------------------------------------------
 
@@ -148,16 +214,24 @@ class POP3Connection:
         """
         keyword = command.keyword
         state = self._state
-        if self._pending:
-            raise LocalProtocolError(
-                f"cannot send {keyword} in state {state.value}: "
-                f"the reply to {self._pending[0].keyword} is still due"
-            )
+        refusal = self._pipeline_refusal(keyword)
+        if refusal is not None:
+            raise LocalProtocolError(f"cannot send {keyword} in state {state.value}: {refusal}")
         if keyword not in SEND_TABLE[state]:
             raise LocalProtocolError(f"cannot send {keyword} in state {state.value}")
         if isinstance(command, Stls) and self._tls_active:
             raise LocalProtocolError("cannot send STLS: the connection already uses TLS")
-        line = format_command(command)
+        if isinstance(command, Apop):
+            timestamp = self._greeting.timestamp if self._greeting is not None else None
+            if timestamp is None:
+                # RFC 1939 §7: no timestamp in the greeting means no APOP; a digest over
+                # anything else would be replayable.
+                raise LocalProtocolError(
+                    "cannot send APOP: the server's greeting has no <...@...> timestamp"
+                )
+            line = format_apop(command, timestamp)
+        else:
+            line = format_command(command)
         self._outgoing += line
         if isinstance(command, Authenticate):
             self._challenges = 0
@@ -186,6 +260,8 @@ class POP3Connection:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (and forget)."""
+        if not self._outgoing:  # the I/O loop asks before every read: keep that cheap
+            return b""
         out = bytes(self._outgoing)
         self._outgoing.clear()
         return out
@@ -230,6 +306,7 @@ class POP3Connection:
             self._error = why
         self._pending.clear()
         self._body = None
+        self._message = None
         self._sasl_owed = False
 
     def _next_event(self) -> Event | NeedData:
@@ -241,6 +318,8 @@ class POP3Connection:
                     "the server sent data after STLS +OK, before the TLS handshake"
                 )
             return ConnectionClosed() if self._buffer.closed else NEED_DATA
+        if self._message is not None:
+            return self._read_message(self._message)
         if self._body is not None:
             return self._read_body(self._body)
         if not self._pending:
@@ -259,6 +338,10 @@ class POP3Connection:
         if pending.keyword == "AUTH" and is_challenge(line):
             return self._challenge(line)
         status = parse_status_line(line)
+        if status.ok and pending.keyword in _STREAMED:
+            self._message = MessageBody()
+            self._message_ended = False
+            return MessageStart(pending.keyword, status.text, status.code)
         if status.ok and pending.multiline:
             self._body = _Body(status, [])
             return self._read_body(self._body)
@@ -319,6 +402,41 @@ class POP3Connection:
                 self._trace(printable_line("S: ", line))
             body.lines.append(unstuff(line[:-2]))
 
+    def _read_message(self, message: MessageBody) -> Event | NeedData:
+        pending = self._pending[0]
+        if self._message_ended:
+            self._message = None
+            self._pending.popleft()
+            return MessageEnd(pending.keyword, message.size)
+        while self._buffer:
+            data, ended = self._buffer.extract_message(message)
+            if message.size > self.max_message_size:
+                raise RemoteProtocolError(
+                    f"the answer to {pending.keyword} exceeds {self.max_message_size} octets"
+                )
+            if ended:
+                self._message_ended = True
+                if self._trace is not None:
+                    self._trace(f"S: <{message.size} octets of message>")
+                    self._trace("S: .")
+                return MessageData(data) if data else self._read_message(message)
+            if data:
+                return MessageData(data)
+            if len(self._buffer) < 5:
+                break  # only the start of a possible terminator: wait for more
+        if self._buffer.closed:
+            raise RemoteProtocolError(
+                f"the server closed the connection in the middle of the answer to {pending.keyword}"
+            )
+        return NEED_DATA
+
+    @staticmethod
+    def _listing(
+        pending: _Pending, status: StatusLine, lines: tuple[bytes, ...]
+    ) -> tuple[bytes, ...] | tuple[str]:
+        # "LIST" answers in the body; "LIST 3" on the status line ("+OK 3 120").
+        return lines if pending.multiline else (status.text,)
+
     def _finish(self, status: StatusLine, lines: tuple[bytes, ...]) -> Event:
         pending = self._pending.popleft()
         keyword = pending.keyword
@@ -341,6 +459,19 @@ class POP3Connection:
                 raise RemoteProtocolError(
                     "the server sent data after STLS +OK, before the TLS handshake"
                 )
+        elif keyword == "STAT":
+            count, size = parse_stat(status.text)
+            return StatResponse(count, size, status.code)
+        elif keyword == "LIST":
+            entries = [
+                parse_listing_line(keyword, x) for x in self._listing(pending, status, lines)
+            ]
+            return ScanListing(tuple((n, int(v)) for n, v in entries), status.code)
+        elif keyword == "UIDL":
+            entries = [
+                parse_listing_line(keyword, x) for x in self._listing(pending, status, lines)
+            ]
+            return UidListing(tuple(entries), status.code)
         if pending.multiline:
             return MultilineResponse(keyword, status.text, status.code, lines)
         return OkResponse(keyword, status.text, status.code)

@@ -13,22 +13,37 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from trio_mailoauth._sansio import ConnectionClosed, SASLChallenge
+from trio_mailoauth.errors import LocalProtocolError
 
 __all__ = [
+    "Apop",
     "Authenticate",
     "Capa",
     "Command",
     "ConnectionClosed",
+    "Dele",
     "ErrResponse",
     "Event",
     "Greeting",
+    "List",
+    "MessageData",
+    "MessageEnd",
+    "MessageStart",
     "MultilineResponse",
     "Noop",
     "OkResponse",
     "Pass",
     "Quit",
+    "Retr",
+    "Rset",
     "SASLChallenge",
+    "ScanListing",
+    "Stat",
+    "StatResponse",
     "Stls",
+    "Top",
+    "UidListing",
+    "Uidl",
     "User",
 ]
 
@@ -118,6 +133,130 @@ class Noop(Command):
 
 
 @dataclass(frozen=True)
+class Apop(Command):
+    """RFC 1939 APOP: the name and MD5(greeting timestamp + secret), computed by the core.
+
+    The core refuses it (LocalProtocolError) when the greeting carried no valid timestamp.
+    """
+
+    keyword: ClassVar[str] = "APOP"
+    secret_arguments: ClassVar[bool] = True
+    name: str
+    secret: str = field(repr=False)
+
+
+def _check_number(keyword: str, number: int) -> None:
+    # RFC 1939: message numbers start at 1; bool is an int but never a message number.
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise LocalProtocolError(f"{keyword}: a message number is an int >= 1, not {number!r}")
+
+
+@dataclass(frozen=True)
+class Stat(Command):
+    """RFC 1939 STAT: answered by ``StatResponse`` (count and size of the maildrop)."""
+
+    keyword: ClassVar[str] = "STAT"
+
+
+@dataclass(frozen=True)
+class List(Command):
+    """RFC 1939 LIST: sizes of all messages (multi-line), or of ``number`` (one line)."""
+
+    keyword: ClassVar[str] = "LIST"
+    number: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.number is not None:
+            _check_number(self.keyword, self.number)
+
+    def arguments(self) -> tuple[str, ...]:
+        return () if self.number is None else (str(self.number),)
+
+    @property
+    def multiline(self) -> bool:
+        return self.number is None
+
+
+@dataclass(frozen=True)
+class Uidl(Command):
+    """RFC 1939 UIDL: unique ids of all messages (multi-line), or of ``number`` (one line)."""
+
+    keyword: ClassVar[str] = "UIDL"
+    number: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.number is not None:
+            _check_number(self.keyword, self.number)
+
+    def arguments(self) -> tuple[str, ...]:
+        return () if self.number is None else (str(self.number),)
+
+    @property
+    def multiline(self) -> bool:
+        return self.number is None
+
+
+@dataclass(frozen=True)
+class Retr(Command):
+    """RFC 1939 RETR: the message, streamed as MessageStart, MessageData..., MessageEnd."""
+
+    keyword: ClassVar[str] = "RETR"
+    number: int
+
+    def __post_init__(self) -> None:
+        _check_number(self.keyword, self.number)
+
+    def arguments(self) -> tuple[str, ...]:
+        return (str(self.number),)
+
+    @property
+    def multiline(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Top(Command):
+    """RFC 1939 TOP: the header, a blank line and the first ``lines`` body lines (streamed)."""
+
+    keyword: ClassVar[str] = "TOP"
+    number: int
+    lines: int
+
+    def __post_init__(self) -> None:
+        _check_number(self.keyword, self.number)
+        if isinstance(self.lines, bool) or not isinstance(self.lines, int) or self.lines < 0:
+            raise LocalProtocolError(f"TOP: the line count is an int >= 0, not {self.lines!r}")
+
+    def arguments(self) -> tuple[str, ...]:
+        return (str(self.number), str(self.lines))
+
+    @property
+    def multiline(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Dele(Command):
+    """RFC 1939 DELE: mark a message deleted; only QUIT in TRANSACTION state commits."""
+
+    keyword: ClassVar[str] = "DELE"
+    number: int
+
+    def __post_init__(self) -> None:
+        _check_number(self.keyword, self.number)
+
+    def arguments(self) -> tuple[str, ...]:
+        return (str(self.number),)
+
+
+@dataclass(frozen=True)
+class Rset(Command):
+    """RFC 1939 RSET: unmark every message marked deleted in this session."""
+
+    keyword: ClassVar[str] = "RSET"
+
+
+@dataclass(frozen=True)
 class Quit(Command):
     """RFC 1939 QUIT: +OK, then the server closes (after deleting, in TRANSACTION state)."""
 
@@ -170,4 +309,72 @@ class ErrResponse:
     code: str | None = None
 
 
-Event = Greeting | OkResponse | MultilineResponse | ErrResponse | SASLChallenge | ConnectionClosed
+@dataclass(frozen=True)
+class StatResponse:
+    """``+OK count size`` answering STAT (RFC 1939 §5: size in octets, as the server counts)."""
+
+    count: int
+    size: int
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanListing:
+    """LIST's answer: ``(number, size)`` pairs; one pair for ``LIST n``."""
+
+    entries: tuple[tuple[int, int], ...]
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class UidListing:
+    """UIDL's answer: ``(number, unique id)`` pairs; one pair for ``UIDL n``."""
+
+    entries: tuple[tuple[int, str], ...]
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageStart:
+    """``+OK`` to RETR or TOP: ``MessageData`` chunks follow, then ``MessageEnd``."""
+
+    command: str
+    text: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageData:
+    """A piece of the message, dot-unstuffed, CRLF line endings as on the wire.
+
+    Chunks follow the network's, not line boundaries; their concatenation is the message.
+    """
+
+    data: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"MessageData(<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True)
+class MessageEnd:
+    """The terminating ``.`` of a RETR or TOP answer; ``size`` counts the unstuffed octets."""
+
+    command: str
+    size: int
+
+
+Event = (
+    Greeting
+    | OkResponse
+    | MultilineResponse
+    | ErrResponse
+    | StatResponse
+    | ScanListing
+    | UidListing
+    | MessageStart
+    | MessageData
+    | MessageEnd
+    | SASLChallenge
+    | ConnectionClosed
+)

@@ -12,20 +12,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from trio_mailoauth._sansio import decode_sasl
+from trio_mailoauth._sansio import ReceiveBuffer, decode_sasl
 from trio_mailoauth.errors import RemoteProtocolError
 
 __all__ = [
     "CAPA_LIMITS",
     "CHALLENGE_LINE_LIMIT",
     "DEFAULT_BODY_LIMITS",
+    "DEFAULT_MESSAGE_LIMIT",
+    "LISTING_LIMITS",
     "STATUS_LINE_LIMIT",
     "BodyLimits",
+    "MessageBody",
+    "POP3Buffer",
     "StatusLine",
     "apop_timestamp",
     "is_challenge",
     "parse_capabilities",
     "parse_challenge",
+    "parse_listing_line",
+    "parse_stat",
     "parse_status_line",
     "unstuff",
 ]
@@ -60,6 +66,17 @@ DEFAULT_BODY_LIMITS: Final = BodyLimits()
 # CAPA: RFC 2449 lists about a dozen capabilities, each on a short line. 256 lines and 64 KiB
 # leave room for vendor extensions and long SASL lists while bounding a hostile server.
 CAPA_LIMITS: Final = BodyLimits(line=1000, total=64 * 1024, count=256)
+
+# LIST and UIDL without argument: one short line per message ("n size", "n uid" with a uid of
+# at most 70 characters, RFC 1939 §7), so 512 octets (RFC 2449's response-line limit) is
+# plenty. A million messages is far beyond any real maildrop served over POP3; 64 MiB bounds
+# what a hostile server can make us hold while it claims so many.
+LISTING_LIMITS: Final = BodyLimits(line=512, total=64 * 1024 * 1024, count=1_000_000)
+
+# RETR/TOP are streamed (the core holds at most 4 octets of them), but an endless answer must
+# still end: 1 GiB is far above any provider's message size limit (Gmail 50 MB, Microsoft
+# 150 MB, both after base64), and the connection's ``max_message_size`` can lower it.
+DEFAULT_MESSAGE_LIMIT: Final = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ def parse_status_line(line: bytes) -> StatusLine:
         raise RemoteProtocolError(f"expected a +OK or -ERR status line, got {_decode(body[:40])!r}")
     text = _decode(rest) if sep else ""
     code = None
-    match = _RESP_CODE.match(text)
+    match = _RESP_CODE.match(text) if text[:1] == "[" else None
     if match:
         code = match.group(1).upper()
         text = text[match.end() :].lstrip(" ")
@@ -118,6 +135,98 @@ def parse_challenge(line: bytes) -> bytes:
 def unstuff(line: bytes) -> bytes:
     """RFC 1939 §3: a body line starting with ``.`` lost its first octet on the wire."""
     return line[1:] if line.startswith(b".") else line
+
+
+def parse_stat(text: str) -> tuple[int, int]:
+    """STAT's ``+OK`` text: ``count size`` (RFC 1939 §5; more words may follow)."""
+    words = text.split()
+    if len(words) < 2 or not (words[0].isdigit() and words[1].isdigit()):
+        raise RemoteProtocolError(f"malformed STAT answer: {text[:40]!r}")
+    return int(words[0]), int(words[1])
+
+
+def parse_listing_line(keyword: str, line: bytes | str) -> tuple[int, str]:
+    """``n value`` from a LIST/UIDL body line or single-line answer; value is the 2nd word."""
+    text = _decode(line) if isinstance(line, bytes) else line
+    words = text.split()
+    if len(words) < 2 or not words[0].isdigit() or int(words[0]) < 1:
+        raise RemoteProtocolError(f"malformed {keyword} line: {text[:40]!r}")
+    value = words[1]
+    if keyword == "LIST" and not value.isdigit():
+        raise RemoteProtocolError(f"malformed {keyword} size: {text[:40]!r}")
+    return int(words[0]), value
+
+
+# CRLF "." CRLF ends a body; a chunk may end in any proper prefix of it.
+_TERMINATOR_LINE: Final = b"\r\n.\r\n"
+_PARTIAL_TERMINATORS: Final = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
+
+
+class MessageBody:
+    """Where a RETR/TOP body stands: the two wire octets before the unread data, the size.
+
+    The first line's context is the status line's CRLF. ``POP3Buffer.extract_message``
+    does the work.
+    """
+
+    def __init__(self) -> None:
+        self.context = b"\r\n"
+        self.size = 0  # unstuffed octets handed out so far
+
+
+class POP3Buffer(ReceiveBuffer):
+    """ReceiveBuffer plus the RETR/TOP body scan, done in place on the buffered bytes.
+
+    Works on whole chunks with bytes operations (``find``, ``replace``), not line by line,
+    and copies only the part of the buffer that belongs to the message: the answers queued
+    behind it (PIPELINING) stay where they are.
+    """
+
+    def extract_message(self, body: MessageBody) -> tuple[bytes, bool]:
+        """The next dot-unstuffed octets of the body, and whether its terminator was read.
+
+        Leaves at most four octets that may start a terminator (and everything after the
+        terminator) in the buffer. A bare LF before "." ends nothing.
+        """
+        data = self._data
+        context = body.context
+        # A terminator or a stuffed "." may begin in the context (the previous chunk's end).
+        if context == b"\r\n" and data[:3] == b".\r\n":
+            end: int | None = -2
+        elif context[1:] == b"\r" and data[:4] == b"\n.\r\n":
+            end = -1
+        else:
+            found = data.find(_TERMINATOR_LINE)
+            end = found if found >= 0 else None
+        if end is not None:
+            cut, consumed = end + 2, end + 5  # the CRLF before "." ends the last line
+        else:
+            # Keep what may start a terminator, including one that began in the context.
+            tail = context + bytes(data[-4:])
+            keep = 0
+            for partial in _PARTIAL_TERMINATORS:
+                if tail.endswith(partial):
+                    keep = min(len(partial), len(data))
+                    break
+            cut = consumed = len(data) - keep
+        with memoryview(data) as view:
+            chunk = bytes(view[:cut])
+        if context == b"\r\n" and chunk[:1] == b".":
+            chunk = chunk[1:]
+        elif context[1:] == b"\r" and chunk[:2] == b"\n.":
+            chunk = b"\n" + chunk[2:]
+        # "\r\n." cannot straddle the cut: what is kept starts with "\r" (or is empty).
+        # split + join scans once; replace() scans twice (it counts first). With nothing to
+        # unstuff, join() hands back the one piece as it is.
+        chunk = b"\r\n".join(chunk.split(b"\r\n."))
+        if consumed >= 2:
+            body.context = bytes(data[consumed - 2 : consumed])
+        elif consumed == 1:
+            body.context = context[1:] + bytes(data[:1])
+        del data[:consumed]
+        self._searched = 0
+        body.size += len(chunk)
+        return chunk, end is not None
 
 
 def apop_timestamp(text: str) -> str | None:

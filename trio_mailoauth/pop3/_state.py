@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-__all__ = ["GREETING", "REPLY_TABLE", "SEND_TABLE", "State"]
+__all__ = ["GREETING", "PIPELINABLE", "REPLY_TABLE", "SEND_TABLE", "State"]
 
 
 class State(enum.Enum):
@@ -31,7 +31,15 @@ class State(enum.Enum):
 # The pseudo-command whose "reply" is the greeting.
 GREETING: Final = "GREETING"
 
-_AUTHORIZATION_COMMANDS = frozenset({"CAPA", "STLS", "USER", "AUTH", "QUIT"})
+_AUTHORIZATION_COMMANDS = frozenset({"CAPA", "STLS", "USER", "AUTH", "APOP", "QUIT"})
+
+# RFC 1939 §5: the maildrop commands. Each leaves the session in TRANSACTION state, on +OK
+# and on -ERR alike.
+_MAILDROP_COMMANDS = frozenset({"STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"})
+
+# What may be pipelined (RFC 2449 PIPELINING) behind other such commands: the maildrop
+# commands, whose answers never change the state the next command is checked against.
+PIPELINABLE: Final = _MAILDROP_COMMANDS
 
 SEND_TABLE: Final[dict[State, frozenset[str]]] = {
     State.GREETING: frozenset(),
@@ -39,8 +47,8 @@ SEND_TABLE: Final[dict[State, frozenset[str]]] = {
     # After USER's +OK, RFC 1939 allows PASS; a client may also start over or leave.
     State.USER_ACCEPTED: frozenset({"PASS", "USER", "CAPA", "QUIT"}),
     State.STARTING_TLS: frozenset(),
-    # RFC 2449: CAPA is valid in TRANSACTION too. STAT, LIST, RETR... join this set later.
-    State.TRANSACTION: frozenset({"CAPA", "NOOP", "QUIT"}),
+    # RFC 2449: CAPA is valid in TRANSACTION too.
+    State.TRANSACTION: _MAILDROP_COMMANDS | {"CAPA", "QUIT"},
     State.DONE: frozenset(),
     State.ERROR: frozenset(),
 }
@@ -52,13 +60,14 @@ REPLY_TABLE: Final[dict[tuple[State, str], tuple[State, State]]] = {
     (State.AUTHORIZATION, "STLS"): (State.STARTING_TLS, State.AUTHORIZATION),
     (State.AUTHORIZATION, "USER"): (State.USER_ACCEPTED, State.AUTHORIZATION),
     (State.AUTHORIZATION, "AUTH"): (State.TRANSACTION, State.AUTHORIZATION),
+    (State.AUTHORIZATION, "APOP"): (State.TRANSACTION, State.AUTHORIZATION),
     (State.AUTHORIZATION, "QUIT"): (State.DONE, State.DONE),
     (State.USER_ACCEPTED, "PASS"): (State.TRANSACTION, State.AUTHORIZATION),
     (State.USER_ACCEPTED, "USER"): (State.USER_ACCEPTED, State.AUTHORIZATION),
     (State.USER_ACCEPTED, "CAPA"): (State.USER_ACCEPTED, State.USER_ACCEPTED),
     (State.USER_ACCEPTED, "QUIT"): (State.DONE, State.DONE),
     (State.TRANSACTION, "CAPA"): (State.TRANSACTION, State.TRANSACTION),
-    (State.TRANSACTION, "NOOP"): (State.TRANSACTION, State.TRANSACTION),
+    **{(State.TRANSACTION, k): (State.TRANSACTION, State.TRANSACTION) for k in _MAILDROP_COMMANDS},
     # -ERR to QUIT in TRANSACTION: some deletions failed (RFC 1939 §6); the session ends anyway.
     (State.TRANSACTION, "QUIT"): (State.DONE, State.DONE),
 }

@@ -6,14 +6,22 @@ Everything is checked before a byte is queued: a bad argument or an over-long li
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 
 from trio_mailoauth._sansio import encode_sasl
 from trio_mailoauth.errors import LocalProtocolError
-from trio_mailoauth.pop3._events import Authenticate, Command, Pass
+from trio_mailoauth.pop3._events import Apop, Authenticate, Command, Pass
 
-__all__ = ["COMMAND_LINE_LIMIT", "format_command", "format_sasl_response", "trace_command"]
+__all__ = [
+    "COMMAND_LINE_LIMIT",
+    "apop_digest",
+    "format_apop",
+    "format_command",
+    "format_sasl_response",
+    "trace_command",
+]
 
 # RFC 2449 §4: "The maximum length of a command line is 255 octets, including the
 # terminating CRLF." It covers the AUTH line with its initial response (RFC 5034 §4), but
@@ -24,13 +32,11 @@ COMMAND_LINE_LIMIT: Final = 255
 # RFC 4422 §3.1: a SASL mechanism name is 1-20 characters of A-Z, 0-9, "-" and "_".
 _MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}")
 
-_FORBIDDEN = ("\r", "\n", "\x00")
-
 
 def _check_argument(keyword: str, value: str, *, spaces_allowed: bool) -> None:
     if not value:
         raise LocalProtocolError(f"{keyword}: an argument must not be empty")
-    if any(c in value for c in _FORBIDDEN):
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise LocalProtocolError(f"{keyword}: an argument must not contain CR, LF or NUL")
     if not spaces_allowed and (" " in value or "\t" in value):
         raise LocalProtocolError(f"{keyword}: an argument must not contain spaces")
@@ -53,6 +59,10 @@ def format_command(command: Command) -> bytes:
             # RFC 1939 §7: PASS has one argument, and a server may treat spaces as part of it.
             _check_argument(keyword, arg, spaces_allowed=isinstance(command, Pass))
         parts = [keyword.encode(), *(arg.encode("utf-8") for arg in args)]
+    return _finish_line(keyword, parts)
+
+
+def _finish_line(keyword: str, parts: list[bytes]) -> bytes:
     line = b" ".join(parts) + b"\r\n"
     if len(line) > COMMAND_LINE_LIMIT:
         # The length is safe to show; the content may be a secret.
@@ -63,11 +73,28 @@ def format_command(command: Command) -> bytes:
     return line
 
 
+def apop_digest(timestamp: str, secret: str) -> str:
+    """RFC 1939 §7: lower-case hex MD5 of the greeting's timestamp followed by the secret."""
+    data = (timestamp + secret).encode("utf-8")
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def format_apop(command: Apop, timestamp: str) -> bytes:
+    """``APOP name digest`` CRLF, for the timestamp of this session's greeting."""
+    _check_argument(command.keyword, command.name, spaces_allowed=False)
+    if any(c in command.secret for c in ("\r", "\n", "\x00")):
+        raise LocalProtocolError("APOP: the secret must not contain CR, LF or NUL")
+    digest = apop_digest(timestamp, command.secret)
+    return _finish_line(command.keyword, [b"APOP", command.name.encode(), digest.encode()])
+
+
 def trace_command(command: Command) -> str:
     """What the trace shows for ``command``: secrets replaced by ``<redacted>``."""
     if isinstance(command, Authenticate):
         shown = f"AUTH {command.mechanism.upper()}"
         return shown if command.initial_response is None else shown + " <redacted>"
+    if isinstance(command, Apop):
+        return f"APOP {command.name} <redacted>"
     if command.secret_arguments:
         return f"{command.keyword} <redacted>"
     return " ".join((command.keyword, *command.arguments()))

@@ -31,11 +31,21 @@ from trio_mailoauth._sansio import (
     decode_sasl,
 )
 from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
-from trio_mailoauth.smtp._events import Authenticate, Command, Event, Reply
-from trio_mailoauth.smtp._reader import ReplyReader, auth_mechanisms, parse_ehlo
+from trio_mailoauth.smtp._envelope import needs_smtputf8
+from trio_mailoauth.smtp._events import (
+    Authenticate,
+    Command,
+    Event,
+    Mail,
+    Rcpt,
+    Reply,
+    command_key,
+)
+from trio_mailoauth.smtp._reader import ReplyReader, auth_mechanisms, parse_ehlo, size_limit
 from trio_mailoauth.smtp._state import (
     GREETING,
-    PIPELINABLE,
+    PIPELINE_MAY_CONTINUE,
+    PIPELINE_MAY_END,
     REPLY_TRANSITIONS,
     SEND_TRANSITIONS,
     State,
@@ -59,7 +69,9 @@ class SMTPConnection:
         self._buffer = ReceiveBuffer()
         self._reader = ReplyReader()
         self._pending: deque[str] = deque([GREETING])
-        self._out = bytearray()
+        self._out: list[bytes] = []  # pieces, joined once in data_to_send()
+        self._transaction: Mail | None = None  # the MAIL of the open transaction
+        self._chunk_refused = False  # a BDAT chunk was refused: no more chunks (RFC 3030)
         self._extensions: dict[str, tuple[str, ...]] = {}
         self._tls_active = tls
         self._authenticated = False
@@ -106,7 +118,7 @@ class SMTPConnection:
 
         LocalProtocolError (with nothing queued) when the command is not allowed now.
         """
-        verb = command.verb
+        verb = command_key(command)
         if self._pending and not self._may_pipeline(verb):
             raise LocalProtocolError(
                 f"cannot send {verb} in state {self._state.value}: "
@@ -128,6 +140,11 @@ class SMTPConnection:
         written = write_command(command)
         if verb in ("EHLO", "HELO"):
             self._extensions = {}
+        if isinstance(command, Mail):
+            self._transaction = command
+            self._chunk_refused = False
+        elif verb == "RSET":
+            self._transaction = None
         self._queue(written)
         self._held_response = written.held_response
         self._pending.append(verb)
@@ -136,8 +153,8 @@ class SMTPConnection:
     def _may_pipeline(self, verb: str) -> bool:
         return (
             "PIPELINING" in self._extensions
-            and verb in PIPELINABLE
-            and all(pending in PIPELINABLE for pending in self._pending)
+            and verb in PIPELINE_MAY_END
+            and all(pending in PIPELINE_MAY_CONTINUE for pending in self._pending)
         )
 
     def _check_guards(self, command: Command) -> None:
@@ -157,6 +174,53 @@ class SMTPConnection:
                     f"cannot send AUTH {command.mechanism[:20]}: the server offers "
                     f"{shown} (state {self._state.value})"
                 )
+        elif isinstance(command, Mail):
+            self._check_mail(command)
+        elif isinstance(command, Rcpt):
+            assert self._transaction is not None  # the state table allows RCPT after MAIL only
+            if needs_smtputf8(command.recipient) and not self._transaction.smtputf8:
+                raise LocalProtocolError(
+                    "a non-ASCII recipient address needs SMTPUTF8 on the MAIL command"
+                )
+            if (command.notify is not None or command.orcpt is not None) and not self._has("DSN"):
+                raise LocalProtocolError("cannot send NOTIFY/ORCPT: the server does not offer DSN")
+        elif command.verb == "BDAT":
+            if not self._has("CHUNKING"):
+                raise LocalProtocolError("cannot send BDAT: the server does not offer CHUNKING")
+            if self._chunk_refused:
+                raise LocalProtocolError("cannot send BDAT: an earlier chunk was refused (RSET)")
+        elif (
+            command.verb == "DATA"
+            and self._transaction is not None
+            and self._transaction.body == "BINARYMIME"
+        ):
+            raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
+
+    def _has(self, keyword: str) -> bool:
+        return keyword in self._extensions
+
+    def _check_mail(self, command: Mail) -> None:
+        """MAIL parameters need the extension that defines them."""
+        wanted = [
+            ("SIZE", command.size is not None, "SIZE"),
+            ("BODY", command.body is not None, "8BITMIME"),
+            ("BODY=BINARYMIME", command.body == "BINARYMIME", "BINARYMIME"),
+            ("SMTPUTF8", command.smtputf8, "SMTPUTF8"),
+            ("RET/ENVID", command.ret is not None or command.envid is not None, "DSN"),
+            ("REQUIRETLS", command.requiretls, "REQUIRETLS"),
+        ]
+        for parameter, used, keyword in wanted:
+            if used and not self._has(keyword):
+                raise LocalProtocolError(
+                    f"cannot send MAIL with {parameter}: the server does not offer {keyword}"
+                )
+        if command.requiretls and not self._tls_active:
+            raise LocalProtocolError("REQUIRETLS needs a TLS connection (RFC 8689)")
+        limit = size_limit(self._extensions)
+        if command.size is not None and limit is not None and command.size > limit:
+            raise LocalProtocolError(
+                f"the message is {command.size} bytes; the server accepts at most {limit} (SIZE)"
+            )
 
     def send_sasl_response(self, response: bytes | None) -> None:
         """Answer the SASLChallenge just returned; ``None`` cancels the exchange (``*``)."""
@@ -168,14 +232,23 @@ class SMTPConnection:
         self._queue(write_response(response))
 
     def _queue(self, written: Written) -> None:
-        self._out += written.data
+        out = self._out
+        if written.data:
+            out.append(written.data)
+        if written.payload:
+            out.append(written.payload)
+        if written.payload_end:
+            out.append(written.payload_end)
         if self.trace is not None:
             self.trace(written.trace)
 
     def data_to_send(self) -> bytes:
-        """The bytes to write now (and forget)."""
-        data = bytes(self._out)
-        self._out.clear()
+        """The bytes to write now (and forget): everything queued, in one piece."""
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         return data
 
     def send_failed(self) -> None:
@@ -274,6 +347,10 @@ class SMTPConnection:
             self._challenge_open = False
             self._held_response = None
             self._authenticated = reply.is_positive
+        elif verb == "BDAT" and not reply.is_positive:
+            self._chunk_refused = True
+        elif next_state is State.READY and verb in ("DATA", "MESSAGE DATA", "BDAT LAST"):
+            self._transaction = None  # the transaction ended (delivered or refused)
         return reply
 
     def _challenge(self, reply: Reply) -> SASLChallenge | None:

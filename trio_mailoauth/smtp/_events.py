@@ -10,23 +10,38 @@ state table in ``_state.py`` is keyed on it. All are frozen dataclasses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from trio_mailoauth._sansio import ConnectionClosed, SASLChallenge
+from trio_mailoauth.errors import LocalProtocolError
+from trio_mailoauth.smtp._envelope import (
+    check_address,
+    check_envid,
+    check_notify,
+    needs_smtputf8,
+)
 
 __all__ = [
     "Authenticate",
+    "Bdat",
+    "BodyType",
     "Command",
     "ConnectionClosed",
+    "Data",
     "Ehlo",
     "Event",
     "Helo",
+    "Mail",
+    "MessageData",
     "Noop",
     "Quit",
+    "Rcpt",
     "Reply",
     "Rset",
     "SASLChallenge",
     "StartTLS",
+    "Vrfy",
+    "command_key",
 ]
 
 
@@ -141,4 +156,133 @@ class Quit:
     verb: ClassVar[str] = "QUIT"
 
 
-Command = Ehlo | Helo | StartTLS | Authenticate | Noop | Rset | Quit
+BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
+
+
+@dataclass(frozen=True)
+class Mail:
+    """``MAIL FROM:<sender> [parameters]``: start a mail transaction.
+
+    ``sender`` ``""`` is the null reverse-path (bounces). The parameters are those of the
+    extensions the server must offer for them: ``size`` SIZE (RFC 1870), ``body``
+    8BITMIME/BINARYMIME (RFC 6152, RFC 3030), ``smtputf8`` SMTPUTF8 (RFC 6531, required for a
+    non-ASCII address), ``ret``/``envid`` DSN (RFC 3461), ``requiretls`` REQUIRETLS (RFC 8689).
+    The address is checked when the command is made: LocalProtocolError for anything that
+    could end the path early (CR, LF, NUL, ``<``, ``>``, an unquoted space).
+    """
+
+    verb: ClassVar[str] = "MAIL"
+    sender: str
+    size: int | None = None
+    body: BodyType | None = None
+    smtputf8: bool = False
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    requiretls: bool = False
+
+    def __post_init__(self) -> None:
+        check_address(self.sender, what="sender", allow_empty=True)
+        if needs_smtputf8(self.sender) and not self.smtputf8:
+            raise LocalProtocolError("a non-ASCII sender address needs SMTPUTF8 (smtputf8=True)")
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 0):
+            raise LocalProtocolError(f"SIZE must be a non-negative int, not {self.size!r}")
+        if self.body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
+            raise LocalProtocolError(f"BODY must be 7BIT, 8BITMIME or BINARYMIME: {self.body!r}")
+        if self.ret not in (None, "FULL", "HDRS"):
+            raise LocalProtocolError(f"RET must be FULL or HDRS, not {self.ret!r}")
+        if self.envid is not None:
+            check_envid(self.envid)
+
+
+@dataclass(frozen=True)
+class Rcpt:
+    """``RCPT TO:<recipient> [NOTIFY=...] [ORCPT=rfc822;...]``: add one recipient.
+
+    ``notify`` (DSN): ``("NEVER",)`` or some of ``"SUCCESS"``, ``"FAILURE"``, ``"DELAY"``.
+    ``orcpt`` (DSN): the original recipient address, sent xtext-encoded.
+    """
+
+    verb: ClassVar[str] = "RCPT"
+    recipient: str
+    notify: tuple[str, ...] | None = None
+    orcpt: str | None = None
+
+    def __post_init__(self) -> None:
+        check_address(self.recipient, what="recipient")
+        if self.notify is not None:
+            check_notify(tuple(self.notify))
+        if self.orcpt is not None:
+            check_address(self.orcpt, what="original recipient (ORCPT)")
+
+
+@dataclass(frozen=True)
+class Data:
+    """``DATA``: the server answers 354, then the content goes as :class:`MessageData`."""
+
+    verb: ClassVar[str] = "DATA"
+
+
+@dataclass(frozen=True)
+class MessageData:
+    """The message after DATA's 354: sent with CRLF line endings, dot-stuffed, ``.`` ended.
+
+    Bare CR and bare LF become CRLF and every line starting with ``.`` gets a second one,
+    so no content can end the data early (no SMTP smuggling). Its repr shows the size only.
+    """
+
+    verb: ClassVar[str] = "MESSAGE DATA"
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"MessageData(<{len(self.content)} bytes>)"
+
+
+@dataclass(frozen=True)
+class Bdat:
+    """``BDAT <size> [LAST]`` and the chunk's bytes (CHUNKING, RFC 3030).
+
+    The chunk goes as is: length-framed, it needs no dot-stuffing. Its repr shows the size.
+    """
+
+    verb: ClassVar[str] = "BDAT"
+    chunk: bytes
+    last: bool = False
+
+    def __repr__(self) -> str:
+        return f"Bdat(<{len(self.chunk)} bytes>, last={self.last})"
+
+
+@dataclass(frozen=True)
+class Vrfy:
+    """``VRFY <string>``: ask whether the server knows a user or mailbox."""
+
+    verb: ClassVar[str] = "VRFY"
+    address: str
+
+    def __post_init__(self) -> None:
+        if not self.address or not self.address.isprintable() or not self.address.isascii():
+            raise LocalProtocolError("VRFY needs a non-empty printable ASCII string")
+
+
+Command = (
+    Ehlo
+    | Helo
+    | StartTLS
+    | Authenticate
+    | Noop
+    | Rset
+    | Quit
+    | Mail
+    | Rcpt
+    | Data
+    | MessageData
+    | Bdat
+    | Vrfy
+)
+
+
+def command_key(command: Command) -> str:
+    """The name the state table knows ``command`` by: its verb, or ``"BDAT LAST"``."""
+    if isinstance(command, Bdat) and command.last:
+        return "BDAT LAST"
+    return command.verb

@@ -29,6 +29,7 @@ __all__ = [
     "ReplyReader",
     "auth_mechanisms",
     "parse_ehlo",
+    "size_limit",
 ]
 
 # RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets, but servers exceed it (long
@@ -165,3 +166,13 @@ def parse_ehlo(reply: Reply) -> dict[str, tuple[str, ...]]:
 def auth_mechanisms(extensions: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     """The SASL mechanisms an extensions mapping offers (empty without an AUTH keyword)."""
     return extensions.get("AUTH", ())
+
+
+def size_limit(extensions: Mapping[str, tuple[str, ...]]) -> int | None:
+    """The SIZE limit in octets, or None: no SIZE, ``SIZE`` alone or ``SIZE 0`` (RFC 1870 §4:
+    no fixed maximum), or a value we cannot read."""
+    params = extensions.get("SIZE")
+    if not params or not params[0].isdigit() or len(params[0]) > 20:
+        return None
+    limit = int(params[0])
+    return limit or None

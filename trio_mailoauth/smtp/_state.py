@@ -20,7 +20,8 @@ import enum
 
 __all__ = [
     "GREETING",
-    "PIPELINABLE",
+    "PIPELINE_MAY_CONTINUE",
+    "PIPELINE_MAY_END",
     "REPLY_TRANSITIONS",
     "SEND_TRANSITIONS",
     "State",
@@ -38,6 +39,14 @@ class State(enum.Enum):
     STARTTLS_SENT = "STARTTLS sent"
     TLS_HANDSHAKE = "TLS handshake"  # 220 go-ahead read; the I/O layer runs the handshake
     AUTHENTICATING = "authenticating"  # AUTH sent; challenges until the final reply
+    # A mail transaction (RFC 5321 §3.3). With PIPELINING, replies to MAIL/RCPT/BDAT may
+    # still be on their way in any of these states: they never change the state (a refused
+    # MAIL or RCPT shows in the replies to what follows; the client reads them all).
+    MAIL_SENT = "in a mail transaction"  # MAIL sent: RCPT, DATA or BDAT may follow
+    DATA_SENT = "DATA sent"  # waiting for the 354 go-ahead
+    DATA_OPEN = "sending message data"  # 354 read: the message content must come next
+    CHUNKING = "sending BDAT chunks"  # BDAT chunks sent, the LAST one not yet
+    FINISHING = "awaiting the final reply"  # the data's end sent (".", BDAT LAST)
     QUIT_SENT = "QUIT sent"
     CLOSING = "closing"  # the server said 421: only the end of the stream may follow
     CLOSED = "closed"  # QUIT answered, or the server closed the connection
@@ -71,9 +80,28 @@ SEND_TRANSITIONS: dict[tuple[State, str], State] = {
     (S.GREETED, "QUIT"): S.QUIT_SENT,
     (S.READY, "QUIT"): S.QUIT_SENT,
     (S.REFUSED, "QUIT"): S.QUIT_SENT,  # the one polite thing left after a 554 greeting
+    (S.READY, "VRFY"): S.READY,
+    # The mail transaction.
+    (S.READY, "MAIL"): S.MAIL_SENT,
+    (S.MAIL_SENT, "RCPT"): S.MAIL_SENT,
+    (S.MAIL_SENT, "DATA"): S.DATA_SENT,
+    (S.DATA_OPEN, "MESSAGE DATA"): S.FINISHING,
+    (S.MAIL_SENT, "BDAT"): S.CHUNKING,
+    (S.MAIL_SENT, "BDAT LAST"): S.FINISHING,
+    (S.CHUNKING, "BDAT"): S.CHUNKING,
+    (S.CHUNKING, "BDAT LAST"): S.FINISHING,
+    # RSET abandons a transaction (after refusals, or a failed BDAT chunk: RFC 3030 §2).
+    (S.MAIL_SENT, "RSET"): S.READY,
+    (S.CHUNKING, "RSET"): S.READY,
+    (S.MAIL_SENT, "NOOP"): S.MAIL_SENT,
+    (S.MAIL_SENT, "QUIT"): S.QUIT_SENT,
+    (S.CHUNKING, "QUIT"): S.QUIT_SENT,
 }
 
 _ALL_CLASSES = ("2", "3", "4", "421", "5")
+# The states in which replies to pipelined commands may still arrive, and those commands.
+_PIPELINED_STATES = (S.READY, S.MAIL_SENT, S.DATA_SENT, S.CHUNKING, S.FINISHING)
+_CONTINUING = ("NOOP", "RSET", "MAIL", "RCPT", "BDAT")
 
 REPLY_TRANSITIONS: dict[tuple[State, str, str], State] = {
     (S.AWAIT_GREETING, GREETING, "2"): S.GREETED,
@@ -101,6 +129,24 @@ REPLY_TRANSITIONS: dict[tuple[State, str, str], State] = {
         for verb in ("NOOP", "RSET")
         for cls in ("2", "4", "5")
     },
+    **{(S.READY, "VRFY", cls): S.READY for cls in ("2", "4", "5")},
+    # Replies to the commands that may continue a pipeline change nothing: they may arrive
+    # in any state reached by sending what may follow them.
+    **{
+        (state, verb, cls): state
+        for state in _PIPELINED_STATES
+        for verb in _CONTINUING
+        for cls in ("2", "4", "5")
+    },
+    (S.DATA_SENT, "DATA", "3"): S.DATA_OPEN,  # 354: send the message
+    (S.DATA_SENT, "DATA", "4"): S.READY,  # refused (no valid recipient, MAIL refused...)
+    (S.DATA_SENT, "DATA", "5"): S.READY,
+    # The final reply ends the transaction, whatever it says.
+    **{
+        (S.FINISHING, verb, cls): S.READY
+        for verb in ("MESSAGE DATA", "BDAT LAST")
+        for cls in ("2", "4", "5")
+    },
     # 421 to anything: the server is closing the channel.
     **{
         (state, verb, "421"): S.CLOSING
@@ -114,11 +160,22 @@ REPLY_TRANSITIONS: dict[tuple[State, str, str], State] = {
             (S.READY, "NOOP"),
             (S.GREETED, "RSET"),
             (S.READY, "RSET"),
+            (S.READY, "VRFY"),
+            *((state, verb) for state in _PIPELINED_STATES for verb in _CONTINUING),
+            (S.DATA_SENT, "DATA"),
+            (S.FINISHING, "MESSAGE DATA"),
+            (S.FINISHING, "BDAT LAST"),
         ]
     },
 }
 
-# Commands that may be sent while earlier replies are still awaited, when the server
-# advertises PIPELINING (RFC 2920 §3.1: they do not change what the server expects next).
-# MAIL, RCPT and DATA join this set with the mail-transaction commands.
-PIPELINABLE = frozenset({"NOOP", "RSET"})
+# PIPELINING (RFC 2920 §3.1), when the server advertises it. A command may be sent before the
+# replies to earlier ones when every command still awaiting its reply is one that may
+# *continue* a group: RSET, MAIL, RCPT (their replies change nothing the client must know
+# before going on), BDAT chunks (RFC 3030 §4.2) and NOOP. The command sent may also be one
+# that *ends* a group: DATA (its 354 must be read before the content), the last BDAT chunk,
+# VRFY. EHLO, STARTTLS, AUTH and QUIT are never pipelined. Sending the next transaction's
+# MAIL before the final reply of the previous one is not possible at all (the state table
+# has no MAIL in FINISHING): it is legal, but Dovecot 2.3 submission crashes on it.
+PIPELINE_MAY_CONTINUE = frozenset({"NOOP", "RSET", "MAIL", "RCPT", "BDAT"})
+PIPELINE_MAY_END = PIPELINE_MAY_CONTINUE | {"DATA", "BDAT LAST", "VRFY"}

@@ -1,7 +1,12 @@
 """The SMTP command writer: a command in, its bytes and its (redacted) trace line out.
 
 Validation happens here, before anything is queued: a host name with a space or CR/LF, or
-a mechanism name that is not one, would let a caller inject a second command.
+a mechanism name that is not one, would let a caller inject a second command. (Addresses
+and ESMTP parameters are checked earlier, when MAIL/RCPT are constructed: ``_envelope.py``.)
+
+Message data after DATA is normalised to CRLF line endings and dot-stuffed with a few
+``bytes`` methods over the whole message (each a C loop), never a Python loop over lines:
+a 25 MB attachment costs milliseconds.
 """
 
 from __future__ import annotations
@@ -11,18 +16,33 @@ from dataclasses import dataclass
 
 from trio_mailoauth._sansio import encode_sasl
 from trio_mailoauth.errors import LocalProtocolError
+from trio_mailoauth.smtp._envelope import xtext
 from trio_mailoauth.smtp._events import (
     Authenticate,
+    Bdat,
     Command,
+    Data,
     Ehlo,
     Helo,
+    Mail,
+    MessageData,
     Noop,
     Quit,
+    Rcpt,
     Rset,
     StartTLS,
+    Vrfy,
 )
 
-__all__ = ["MAX_COMMAND_LINE", "Written", "check_local_name", "write_command", "write_response"]
+__all__ = [
+    "MAX_COMMAND_LINE",
+    "Written",
+    "check_local_name",
+    "dot_stuff",
+    "normalize_line_endings",
+    "write_command",
+    "write_response",
+]
 
 # RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, but AUTH lines carry long
 # base64 responses and servers accept more: Dovecot submission up to 1024 characters,
@@ -46,6 +66,9 @@ class Written:
     data: bytes
     trace: str
     held_response: bytes | None = None
+    # Sent right after ``data``; kept apart so a big message is not copied to prepend a line.
+    payload: bytes = b""
+    payload_end: bytes = b""
 
 
 def check_local_name(name: str) -> str | None:
@@ -66,11 +89,78 @@ def write_command(command: Command) -> Written:
         if problem is not None:
             raise LocalProtocolError(problem)
         return _line(f"{command.verb} {command.hostname}")
-    if isinstance(command, StartTLS | Noop | Rset | Quit):
+    if isinstance(command, StartTLS | Noop | Rset | Quit | Data):
         return _line(command.verb)
     if isinstance(command, Authenticate):
         return _write_auth(command)
+    if isinstance(command, Mail):
+        return _write_mail(command)
+    if isinstance(command, Rcpt):
+        return _write_rcpt(command)
+    if isinstance(command, MessageData):
+        stuffed = dot_stuff(command.content)
+        end = b".\r\n" if not stuffed or stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
+        return Written(b"", f"C: <message data: {len(stuffed)} bytes>", None, stuffed, end)
+    if isinstance(command, Bdat):
+        head = f"BDAT {len(command.chunk)}{' LAST' if command.last else ''}"
+        return Written(head.encode("ascii") + b"\r\n", f"C: {head}", None, command.chunk)
+    if isinstance(command, Vrfy):
+        return _line(f"VRFY {command.address}")
     raise LocalProtocolError(f"not an SMTP command: {type(command).__name__}")
+
+
+def _write_mail(command: Mail) -> Written:
+    words = [f"MAIL FROM:<{command.sender}>"]
+    if command.size is not None:
+        words.append(f"SIZE={command.size}")
+    if command.body is not None:
+        words.append(f"BODY={command.body}")
+    if command.smtputf8:
+        words.append("SMTPUTF8")
+    if command.ret is not None:
+        words.append(f"RET={command.ret}")
+    if command.envid is not None:
+        words.append(f"ENVID={xtext(command.envid)}")
+    if command.requiretls:
+        words.append("REQUIRETLS")
+    return _utf8_line(" ".join(words))
+
+
+def _write_rcpt(command: Rcpt) -> Written:
+    words = [f"RCPT TO:<{command.recipient}>"]
+    if command.notify is not None:
+        words.append("NOTIFY=" + ",".join(command.notify))
+    if command.orcpt is not None:
+        words.append(f"ORCPT=rfc822;{xtext(command.orcpt)}")
+    return _utf8_line(" ".join(words))
+
+
+def _utf8_line(text: str) -> Written:
+    # Non-ASCII only reaches here with SMTPUTF8 (checked by the command and the connection).
+    return Written(text.encode("utf-8") + b"\r\n", f"C: {text}")
+
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Every line ending CRLF: bare CR and bare LF become CRLF (RFC 5321 §2.3.8).
+
+    A message that is already canonical is returned as it is, after three counts.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """CRLF-normalised ``data`` with a ``.`` added before every line that starts with one.
+
+    After this no line of the message is a lone ``.``, whatever bare CR/LF it held, so the
+    content cannot end the DATA early and smuggle a second message (RFC 5321 §4.5.2).
+    """
+    data = normalize_line_endings(data)
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..")
 
 
 def _line(text: str) -> Written:

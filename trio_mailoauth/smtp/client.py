@@ -7,7 +7,12 @@ round trip (cancellation, network or protocol error) breaks it (see ``_client.py
 
     async with open_smtp("smtp.example.com", 587, tls="starttls",
                          auth=XOAuth2("alice@example.com", tokens)) as smtp:
-        await smtp.noop()
+        result = await smtp.send_message(message)    # SendResult: per-recipient replies
+
+Sending a message is one round trip when the server offers PIPELINING and CHUNKING (MAIL,
+every RCPT and the BDAT chunks in one write, then all the replies), two with DATA (354 comes
+between). We never send the next message's MAIL before the previous one's final reply:
+Dovecot 2.3 submission crashes on it (see _state.py).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import ssl
-from typing import ClassVar
+from collections.abc import Sequence
+from email.message import Message
+from typing import ClassVar, Literal
 
 import anyio
 
@@ -40,19 +47,39 @@ from trio_mailoauth.sasl import SASLFlow, SASLMechanism, classify_failure
 from trio_mailoauth.smtp._connection import SMTPConnection
 from trio_mailoauth.smtp._events import (
     Authenticate,
+    Bdat,
+    BodyType,
     Command,
+    Data,
     Ehlo,
     Helo,
+    Mail,
+    MessageData,
     Noop,
     Quit,
+    Rcpt,
     Reply,
     Rset,
     StartTLS,
+    Vrfy,
 )
-from trio_mailoauth.smtp._writer import check_local_name
+from trio_mailoauth.smtp._reader import size_limit
+from trio_mailoauth.smtp._state import State
+from trio_mailoauth.smtp._writer import check_local_name, normalize_line_endings
+from trio_mailoauth.smtp.message import (
+    SendResult,
+    envelope_from_headers,
+    message_bytes,
+    strip_bcc,
+)
 from trio_mailoauth.transport import Stream, TLSMode
 
-__all__ = ["SMTPClient", "default_local_hostname", "open_smtp"]
+__all__ = ["SMTPClient", "default_local_hostname", "open_smtp", "send"]
+
+# BDAT chunk size: a message up to this size goes as one chunk (one reply to read); larger
+# ones in chunks of it, all pipelined. 4 MiB keeps each chunk's copy small next to the
+# message while a 25 MB attachment still needs only 7 chunk replies.
+BDAT_CHUNK = 4 * 1024 * 1024
 
 # Replies to EHLO from a server that does not know it (RFC 5321 §4.1.4: "500, 502"); other
 # refusals (501 bad argument, 550 policy) would refuse HELO as well.
@@ -242,6 +269,229 @@ class SMTPClient(BaseClient[SMTPConnection]):
     async def rset(self) -> Reply:
         return await self._checked(Rset())
 
+    async def vrfy(self, address: str) -> Reply:
+        """VRFY: 250/251 the server knows it, 252 it will try; a refusal raises."""
+        return await self._checked(Vrfy(address))
+
+    @property
+    def max_message_size(self) -> int | None:
+        """The server's SIZE limit in octets, or None when it states none."""
+        return size_limit(self._conn.extensions)
+
+    # --- sending mail -------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        message: Message | bytes,
+        sender: str | None = None,
+        recipients: Sequence[str] | None = None,
+        *,
+        notify: Sequence[str] | None = None,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        requiretls: bool = False,
+        chunking: bool | None = None,
+    ) -> SendResult:
+        """Send an :class:`~email.message.EmailMessage` (or a message's bytes).
+
+        The envelope comes from the headers unless given: ``sender`` from Sender or From,
+        ``recipients`` from To, Cc and Bcc. Bcc and Resent-Bcc are removed before sending.
+        Line endings become CRLF. SMTPUTF8 is used when an address needs it; 8-bit bodies go
+        as BODY=8BITMIME, or are transfer-encoded to 7-bit for a server without 8BITMIME.
+        See :meth:`sendmail` for the rest; this returns what it returns and raises what it
+        raises.
+        """
+        sender, recipients = envelope_from_headers(message, sender, recipients)
+        if isinstance(message, Message):
+            smtputf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
+            eight_bit = self.has_extension("8BITMIME")
+            content = message_bytes(message, smtputf8=smtputf8, eight_bit=eight_bit)
+        else:
+            content = strip_bcc(message)
+        return await self.sendmail(
+            sender,
+            recipients,
+            content,
+            notify=notify,
+            ret=ret,
+            envid=envid,
+            requiretls=requiretls,
+            chunking=chunking,
+        )
+
+    async def sendmail(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        content: bytes,
+        *,
+        body: BodyType | None = None,
+        smtputf8: bool | None = None,
+        notify: Sequence[str] | None = None,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        requiretls: bool = False,
+        chunking: bool | None = None,
+    ) -> SendResult:
+        """Send ``content`` (a whole message, headers included) from ``sender`` to
+        ``recipients``, as given: nothing is added or removed but CRLF line endings.
+
+        ``body``: BODY= (default: 8BITMIME when the content has 8-bit bytes; BINARYMIME sends
+        the bytes untouched, with BDAT). ``smtputf8``: default when an address or a header is
+        not ASCII. ``notify``/``ret``/``envid``: DSN parameters (RFC 3461). ``requiretls``:
+        RFC 8689. ``chunking``: use BDAT (default: when the server offers CHUNKING).
+
+        Returns a :class:`SendResult`; recipients refused while others were accepted are in
+        its ``refused``. Raises :class:`SMTPTransientError` (4xx) or
+        :class:`SMTPPermanentError` (5xx) when the server refused the sender, every
+        recipient or the message; the transaction is then reset (RSET) and the connection
+        stays usable. LocalProtocolError, before anything is sent, for a bad address, a
+        message over the server's SIZE, or an extension the message needs and the server
+        does not offer (SMTPUTF8, 8BITMIME, DSN, CHUNKING, REQUIRETLS).
+        """
+        self._ensure_usable()
+        recipients = list(
+            dict.fromkeys([recipients] if isinstance(recipients, str) else recipients)
+        )
+        if not recipients:
+            raise ValueError("no recipients")
+        if body != "BINARYMIME":
+            content = normalize_line_endings(content)
+        if smtputf8 is None:
+            smtputf8 = (
+                not sender.isascii()
+                or not all(r.isascii() for r in recipients)
+                or not _header_block(content).isascii()
+            )
+        if smtputf8 and not self.has_extension("SMTPUTF8"):
+            raise LocalProtocolError(
+                "the message needs SMTPUTF8 (a non-ASCII address or header) and "
+                f"{self.host}:{self.port} does not offer it"
+            )
+        if body is None and not content.isascii():
+            if not self.has_extension("8BITMIME"):
+                raise LocalProtocolError(
+                    f"the message has 8-bit data and {self.host}:{self.port} does not offer "
+                    "8BITMIME (send an EmailMessage to have it transfer-encoded)"
+                )
+            body = "8BITMIME"
+        notify_words = None if notify is None else tuple(word.upper() for word in notify)
+        if notify_words is not None and not self.has_extension("DSN"):
+            raise LocalProtocolError(
+                f"cannot ask for NOTIFY: {self.host}:{self.port} does not offer DSN"
+            )
+        use_bdat = self.has_extension("CHUNKING") if chunking is None else chunking
+        if body == "BINARYMIME":
+            use_bdat = True
+        mail = Mail(
+            sender,
+            size=len(content) if self.has_extension("SIZE") else None,
+            body=body,
+            smtputf8=smtputf8,
+            ret=ret,
+            envid=envid,
+            requiretls=requiretls,
+        )
+        rcpts = [Rcpt(r, notify=notify_words) for r in recipients]
+        if use_bdat and not self.has_extension("CHUNKING"):
+            raise LocalProtocolError(f"{self.host}:{self.port} does not offer CHUNKING (BDAT)")
+        return await self._transaction(mail, rcpts, content, use_bdat)
+
+    async def _transaction(
+        self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
+    ) -> SendResult:
+        async with self._round_trip():
+            try:
+                if self.has_extension("PIPELINING"):
+                    mail_reply, rcpt_replies, final = await self._pipelined(
+                        mail, rcpts, content, use_bdat
+                    )
+                else:
+                    mail_reply, rcpt_replies, final = await self._step_by_step(
+                        mail, rcpts, content, use_bdat
+                    )
+                error = _transaction_error(mail_reply, rcpts, rcpt_replies, final)
+                if error is not None:
+                    await self._command(Rset())  # whatever the server kept, it is gone now
+                    raise error
+            except SMTPResponseError as exc:
+                if self._conn.state is State.CLOSING:
+                    # 421: the server is closing the channel; nothing more will work.
+                    await self._break(exc)
+                raise
+        assert final is not None
+        replies = {rcpt.recipient: reply for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)}
+        return SendResult(mail.sender, replies, final)
+
+    async def _reply_in_transaction(self) -> Reply:
+        reply = await self._read_reply()
+        if reply.code == 421:
+            raise _refusal(reply)
+        return reply
+
+    async def _pipelined(
+        self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
+    ) -> tuple[Reply, list[Reply], Reply | None]:
+        """One write: MAIL, every RCPT, then DATA or all the BDAT chunks; then the replies."""
+        conn = self._conn
+        conn.send(mail)
+        for rcpt in rcpts:
+            conn.send(rcpt)
+        chunks = _chunks(content) if use_bdat else []
+        for chunk in chunks:
+            conn.send(chunk)
+        if not use_bdat:
+            conn.send(Data())
+        read = self._reply_in_transaction
+        mail_reply = await read()
+        rcpt_replies = [await read() for _ in rcpts]
+        final: Reply | None = None
+        if use_bdat:
+            for _ in chunks:
+                reply = await read()
+                if final is None or final.is_positive:
+                    final = reply  # the first refused chunk, or the last reply
+            return mail_reply, rcpt_replies, final
+        final = await read()
+        if final.code == 354:
+            wanted = mail_reply.is_positive and any(r.is_positive for r in rcpt_replies)
+            # A server that says 354 with no one to deliver to gets an empty message, which
+            # it cannot deliver (RFC 2920 §3.1).
+            conn.send(MessageData(content if wanted else b""))
+            final = await read()
+        return mail_reply, rcpt_replies, final
+
+    async def _step_by_step(
+        self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
+    ) -> tuple[Reply, list[Reply], Reply | None]:
+        """Without PIPELINING: each command waits for the reply to the one before."""
+        conn = self._conn
+        read = self._reply_in_transaction
+        conn.send(mail)
+        mail_reply = await read()
+        rcpt_replies: list[Reply] = []
+        final: Reply | None = None
+        if not mail_reply.is_positive:
+            return mail_reply, rcpt_replies, final
+        for rcpt in rcpts:
+            conn.send(rcpt)
+            rcpt_replies.append(await read())
+        if not any(r.is_positive for r in rcpt_replies):
+            return mail_reply, rcpt_replies, final
+        if use_bdat:
+            for chunk in _chunks(content):
+                conn.send(chunk)
+                final = await read()
+                if not final.is_positive:
+                    break
+        else:
+            conn.send(Data())
+            final = await read()
+            if final.code == 354:
+                conn.send(MessageData(content))
+                final = await read()
+        return mail_reply, rcpt_replies, final
+
     # --- authentication ---------------------------------------------------------------------
 
     async def authenticate(self, mechanism: SASLMechanism) -> None:
@@ -285,6 +535,41 @@ class SMTPClient(BaseClient[SMTPConnection]):
             )
 
 
+def _header_block(content: bytes) -> bytes:
+    end = content.find(b"\r\n\r\n")
+    return content if end < 0 else content[:end]
+
+
+def _chunks(content: bytes) -> list[Bdat]:
+    if len(content) <= BDAT_CHUNK:
+        return [Bdat(content, last=True)]
+    starts = range(0, len(content), BDAT_CHUNK)
+    return [Bdat(content[i : i + BDAT_CHUNK], last=i + BDAT_CHUNK >= len(content)) for i in starts]
+
+
+def _transaction_error(
+    mail_reply: Reply, rcpts: list[Rcpt], rcpt_replies: list[Reply], final: Reply | None
+) -> SMTPResponseError | None:
+    """The error a transaction ends with, or None when the message was accepted."""
+    if not mail_reply.is_positive:
+        return _refusal(mail_reply)
+    refused = [
+        (r.recipient, reply)
+        for r, reply in zip(rcpts, rcpt_replies, strict=True)
+        if not reply.is_positive
+    ]
+    if len(refused) == len(rcpts):
+        # Transient when any refusal is: trying again later may reach those recipients.
+        chosen = next((reply for _, reply in refused if reply.is_transient), refused[0][1])
+        listed = "; ".join(f"{who}: {reply.code} {reply.text}" for who, reply in refused)
+        return SMTPResponseError.for_reply(
+            chosen.code, f"every recipient was refused ({listed})", chosen.enhanced_status
+        )
+    if final is None or not final.is_positive:
+        return _refusal(final) if final is not None else None
+    return None
+
+
 def open_smtp(
     host: str,
     port: int | None = None,
@@ -324,3 +609,40 @@ def open_smtp(
         )
 
     return Opener(open_)
+
+
+async def send(
+    message: Message | bytes,
+    hostname: str,
+    port: int | None = None,
+    *,
+    sender: str | None = None,
+    recipients: Sequence[str] | None = None,
+    tls: TLSMode = "implicit",
+    ssl_context: ssl.SSLContext | None = None,
+    auth: SASLMechanism | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    allow_insecure: bool = False,
+    source_address: str | None = None,
+    local_hostname: str | None = None,
+) -> SendResult:
+    """Send one message on a connection of its own: connect, TLS, AUTH, send, QUIT.
+
+        await send(message, "smtp.gmail.com", 587, tls="starttls",
+                   auth=XOAuth2("alice@gmail.com", tokens))
+
+    The arguments are those of :func:`open_smtp` and :meth:`SMTPClient.send_message`; for
+    many messages, open one connection and call ``send_message`` on it instead.
+    """
+    async with open_smtp(
+        hostname,
+        port,
+        tls=tls,
+        ssl_context=ssl_context,
+        auth=auth,
+        connect_timeout=connect_timeout,
+        allow_insecure=allow_insecure,
+        source_address=source_address,
+        local_hostname=local_hostname,
+    ) as smtp:
+        return await smtp.send_message(message, sender, recipients)

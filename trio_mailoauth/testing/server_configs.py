@@ -369,6 +369,8 @@ alias_maps =
 alias_database =
 biff = no
 smtputf8_enable = no
+# Stock 10 MB; the SMTP tests send a 25 MB attachment through Dovecot submission and Postfix.
+message_size_limit = 52428800
 
 # Only example.test is accepted, and it goes to Dovecot over LMTP. Everything else has an error
 # transport: nothing can leave this host, whatever a test sends.

@@ -1,0 +1,212 @@
+"""The two IMAP commands that stream: FETCH (an async iterator of messages) and IDLE (an
+async context manager whose events arrive for as long as the caller waits)."""
+
+from __future__ import annotations
+
+import math
+from types import TracebackType
+from typing import Final, Self
+
+import anyio
+
+from trio_mailoauth._client import ClientState
+from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError, SessionEndedError
+from trio_mailoauth.imap.commands import Fetch as FetchCommand
+from trio_mailoauth.imap.commands import Idle
+from trio_mailoauth.imap.events import Bye, Event, IdleStarted
+from trio_mailoauth.imap.message import Fetch
+from trio_mailoauth.imap.session import IMAPSession, Pending, refusal
+
+__all__ = ["IDLE_REFRESH_SECONDS", "FetchStream", "IdleSession"]
+
+# Servers end an IDLE after ~30 minutes of silence (RFC 2177 asks clients to re-issue it at
+# least every 29 minutes; Gmail and Outlook drop it at 29-30): renew after 28.
+IDLE_REFRESH_SECONDS: Final = 28 * 60.0
+
+# How long leaving IDLE (DONE and its tagged OK) may take before the connection is broken.
+IDLE_DONE_SECONDS: Final = 5.0
+
+
+class FetchStream:
+    """``async for message in imap.fetch(...)``; also ``async with`` to close it early."""
+
+    def __init__(self, client: IMAPSession, command: FetchCommand) -> None:
+        self._client = client
+        self._command = command
+        self._pending: Pending | None = None
+        self._done = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Fetch:
+        client = self._client
+        if self._done:
+            raise StopAsyncIteration
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = await client._submit(self._command, streaming=True)
+            client._stream_owner = anyio.get_current_task().id
+        while True:
+            if pending.events:
+                event = pending.events.popleft()
+                assert isinstance(event, Fetch)
+                return event
+            if pending.response is not None:
+                self._finish()
+                if pending.response.status != "OK":
+                    raise refusal(pending.response)
+                raise StopAsyncIteration
+            await client._wait(pending, any_event=True)
+            if client._bye is not None and not pending.events and pending.response is None:
+                self._finish()
+                exc = SessionEndedError(client._bye.text, client._bye.code)
+                await client._break(exc)
+                raise exc
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        pending = self._pending
+        if pending is not None:
+            if pending.response is None:
+                self._client._abandon(pending)  # the rest is read and dropped later
+            elif pending.streaming:
+                pending.streaming = False
+                self._client._stream_owner = None
+                self._client._completed.set()
+                self._client._completed = anyio.Event()
+
+    async def aclose(self) -> None:
+        """Stop early: the remaining messages are read and dropped by the next reader."""
+        self._finish()
+
+    def __del__(self) -> None:
+        # `break` out of `async for` without aclose(): let other tasks' commands go on.
+        if not self._done and self._pending is not None:
+            self._finish()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish()
+
+
+class IdleSession:
+    """``async with imap.idle() as events: async for event in events`` (see IMAPClient.idle)."""
+
+    def __init__(self, client: IMAPSession, refresh_after: float) -> None:
+        if not refresh_after > 0:
+            raise ValueError("refresh_after must be positive")
+        self._client = client
+        self._refresh_after = refresh_after
+        self._pending: Pending | None = None
+        self._deadline = math.inf
+        self._ended = False
+        self.restarts = 0  # how many times IDLE was renewed (for tests and curiosity)
+
+    async def _start(self) -> None:
+        client = self._client
+        pending = await client._submit(Idle())
+        self._pending = pending
+        while True:
+            if pending.events and isinstance(pending.events[0], IdleStarted):
+                pending.events.popleft()
+                break
+            if pending.response is not None:
+                self._pending = None
+                if pending.response.status != "OK":
+                    raise refusal(pending.response)
+                raise RemoteProtocolError("IDLE completed before the server accepted it")
+            await client._wait(pending, any_event=True)
+            if client._bye is not None:
+                return  # the caller sees the Bye first
+        self._deadline = anyio.current_time() + self._refresh_after
+
+    async def _stop(self) -> None:
+        client = self._client
+        pending, self._pending = self._pending, None
+        if pending is None or pending.response is not None:
+            return
+        async with client._send_lock:
+            client._conn.idle_done()
+            await client._flush()
+        await client._wait(pending)
+        if pending.response is not None and pending.response.status != "OK":
+            raise refusal(pending.response)
+
+    async def __aenter__(self) -> Self:
+        if self._client.state is not ClientState.OK:
+            self._client._ensure_usable()
+        await self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client.state is not ClientState.OK:
+            return
+        # Even when cancelled: DONE must go out and its OK be read, or the connection is
+        # stuck in IDLE. Bounded, and shielded from the cancellation that brought us here.
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + IDLE_DONE_SECONDS
+            try:
+                await self._stop()
+            except BaseException as error:
+                await client._break(error)
+                if exc is None:
+                    raise
+        if scope.cancelled_caught:
+            await client._break(TimeoutError("the server did not end IDLE"))
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        client = self._client
+        while True:
+            if client._unsolicited:
+                event = client._unsolicited.popleft()
+                if isinstance(event, Bye):
+                    self._ended = True
+                    await client._break(SessionEndedError(event.text, event.code))
+                return event
+            if self._ended or client.state is not ClientState.OK:
+                raise StopAsyncIteration
+            pending = self._pending
+            if pending is None:
+                raise LocalProtocolError("the IDLE session is over")
+            if pending.response is not None:  # the server ended IDLE on its own: renew
+                if pending.response.status != "OK":
+                    raise refusal(pending.response)
+                await self._renew(stop=False)
+                continue
+            try:
+                with anyio.move_on_after(self._deadline - anyio.current_time()):
+                    # Reading is cancel-safe: a cancelled wait leaves IDLE running, and
+                    # __aexit__ ends it.
+                    await client._read_until(pending, any_event=True, unsolicited=True)
+            except BaseException as exc:
+                if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    await client._break(exc)
+                raise
+            if anyio.current_time() >= self._deadline and not client._unsolicited:
+                await self._renew(stop=True)
+
+    async def _renew(self, *, stop: bool) -> None:
+        if stop:
+            await self._stop()
+        self._pending = None
+        self.restarts += 1
+        await self._start()

@@ -1,0 +1,228 @@
+"""Presets for the big mail providers, and a generic one from OIDC / RFC 8414 discovery.
+
+Each preset returns an :class:`~trio_mailoauth.oauth.grants.Endpoint`: token and
+authorization URLs, scopes, quirks, the SASL mechanism the provider's servers accept and where
+those servers are::
+
+    endpoint = providers.microsoft(client_id="...", tenant="contoso.onmicrosoft.com")
+    tokens = RefreshTokenProvider(endpoint, account="alice@contoso.com", store=store)
+    auth = endpoint_sasl(endpoint, "alice@contoso.com", tokens)
+    async with open_imap(endpoint.imap.host, endpoint.imap.port, auth=auth) as imap: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+
+from trio_mailoauth.errors import OAuth2Error, TemporaryOAuth2Error
+from trio_mailoauth.oauth.grants import Endpoint, MailServer
+from trio_mailoauth.oauth.tokens import AccessToken, TokenProvider
+
+if TYPE_CHECKING:
+    from trio_mailoauth.sasl import SASLMechanism
+
+__all__ = [
+    "GOOGLE_MAIL_SCOPE",
+    "MICROSOFT_APP_ONLY_SCOPE",
+    "MICROSOFT_DELEGATED_SCOPES",
+    "aol",
+    "discover",
+    "endpoint_sasl",
+    "generic",
+    "google",
+    "microsoft",
+    "yahoo",
+]
+
+GOOGLE_MAIL_SCOPE = "https://mail.google.com/"
+MICROSOFT_DELEGATED_SCOPES = (
+    "https://outlook.office.com/IMAP.AccessAsUser.All",
+    "https://outlook.office.com/POP.AccessAsUser.All",
+    "https://outlook.office.com/SMTP.Send",
+    "offline_access",  # without it Microsoft returns no refresh token
+)
+MICROSOFT_APP_ONLY_SCOPE = "https://outlook.office365.com/.default"
+
+
+def google(
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    scopes: Sequence[str] = (GOOGLE_MAIL_SCOPE,),
+    need_refresh_token: bool = True,
+) -> Endpoint:
+    """Gmail. ``access_type=offline`` (and ``prompt=consent`` so a returning user gets a
+    refresh token again) when a refresh token is needed. Installed apps have a "secret" that
+    is not secret; pass it anyway, Google requires it."""
+    params = {"access_type": "offline", "prompt": "consent"} if need_refresh_token else {}
+    return Endpoint(
+        token_url="https://oauth2.googleapis.com/token",
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=tuple(scopes),
+        authorization_url="https://accounts.google.com/o/oauth2/v2/auth",
+        device_authorization_url="https://oauth2.googleapis.com/device/code",
+        authorization_params=params,
+        mechanism="XOAUTH2",
+        imap=MailServer("imap.gmail.com", 993),
+        smtp=MailServer("smtp.gmail.com", 465),
+        pop3=MailServer("pop.gmail.com", 995),
+        name="google",
+    )
+
+
+def microsoft(
+    *,
+    client_id: str,
+    tenant: str = "common",
+    client_secret: str | None = None,
+    app_only: bool = False,
+    scopes: Sequence[str] | None = None,
+) -> Endpoint:
+    """Microsoft 365 / Outlook.com (Entra ID v2 endpoint).
+
+    Delegated (a user logs in): IMAP, POP and SMTP scopes plus ``offline_access``.
+    ``app_only=True``: the client credentials grant with ``.default`` (needs a secret and a
+    tenant; one token for every mailbox the app was granted). Microsoft refuses tokens without
+    an error challenge, so the clients' retry logic relies on ``obtained_at``.
+    """
+    if app_only and (client_secret is None or tenant in ("common", "organizations")):
+        raise ValueError("app-only access needs client_secret= and a specific tenant")
+    default = (MICROSOFT_APP_ONLY_SCOPE,) if app_only else MICROSOFT_DELEGATED_SCOPES
+    base = f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0"
+    return Endpoint(
+        token_url=f"{base}/token",
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=tuple(default if scopes is None else scopes),
+        authorization_url=f"{base}/authorize",
+        device_authorization_url=f"{base}/devicecode",
+        mechanism="XOAUTH2",
+        imap=MailServer("outlook.office365.com", 993),
+        smtp=MailServer("smtp.office365.com", 587, "starttls"),
+        pop3=MailServer("outlook.office365.com", 995),
+        name="microsoft",
+    )
+
+
+def yahoo(
+    *, client_id: str, client_secret: str | None = None, scopes: Sequence[str] = ("mail-w",)
+) -> Endpoint:
+    """Yahoo Mail: OAUTHBEARER only."""
+    return Endpoint(
+        token_url="https://api.login.yahoo.com/oauth2/get_token",
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=tuple(scopes),
+        authorization_url="https://api.login.yahoo.com/oauth2/request_auth",
+        client_auth="basic",
+        mechanism="OAUTHBEARER",
+        imap=MailServer("imap.mail.yahoo.com", 993),
+        smtp=MailServer("smtp.mail.yahoo.com", 465),
+        pop3=MailServer("pop.mail.yahoo.com", 995),
+        name="yahoo",
+    )
+
+
+def aol(
+    *, client_id: str, client_secret: str | None = None, scopes: Sequence[str] = ("mail-w",)
+) -> Endpoint:
+    """AOL Mail (the Yahoo platform): OAUTHBEARER only."""
+    return Endpoint(
+        token_url="https://api.login.aol.com/oauth2/get_token",
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=tuple(scopes),
+        authorization_url="https://api.login.aol.com/oauth2/request_auth",
+        client_auth="basic",
+        mechanism="OAUTHBEARER",
+        imap=MailServer("imap.aol.com", 993),
+        smtp=MailServer("smtp.aol.com", 465),
+        pop3=MailServer("pop.aol.com", 995),
+        name="aol",
+    )
+
+
+def generic(
+    *,
+    token_url: str,
+    client_id: str,
+    client_secret: str | None = None,
+    scopes: Sequence[str] = (),
+    authorization_url: str | None = None,
+    device_authorization_url: str | None = None,
+    client_auth: Literal["basic", "post"] = "post",
+    mechanism: Literal["XOAUTH2", "OAUTHBEARER"] = "XOAUTH2",
+) -> Endpoint:
+    """Any RFC 6749 server."""
+    return Endpoint(
+        token_url=token_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=tuple(scopes),
+        authorization_url=authorization_url,
+        device_authorization_url=device_authorization_url,
+        client_auth=client_auth,
+        mechanism=mechanism,
+    )
+
+
+async def discover(
+    issuer_url: str,
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    scopes: Sequence[str] = (),
+    mechanism: Literal["XOAUTH2", "OAUTHBEARER"] = "XOAUTH2",
+    http: httpx.AsyncClient | None = None,
+) -> Endpoint:
+    """An endpoint from ``<issuer>/.well-known/openid-configuration`` (OpenID Connect
+    Discovery), falling back to ``/.well-known/oauth-authorization-server`` (RFC 8414)."""
+    base = issuer_url.rstrip("/")
+    client = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+    try:
+        metadata = None
+        for suffix in ("openid-configuration", "oauth-authorization-server"):
+            try:
+                response = await client.get(f"{base}/.well-known/{suffix}")
+            except httpx.HTTPError as exc:
+                raise TemporaryOAuth2Error(
+                    "network_error", f"discovery at {base}: {type(exc).__name__}"
+                ) from None
+            if response.status_code == 200:
+                metadata = response.json()
+                break
+            if response.status_code >= 500:
+                raise TemporaryOAuth2Error(f"http_{response.status_code}", f"discovery at {base}")
+    finally:
+        if http is None:
+            await client.aclose()
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("token_endpoint"), str):
+        raise OAuth2Error("discovery_failed", f"no usable metadata at {base}/.well-known/")
+    methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    auth: Literal["basic", "post"] = "basic" if "client_secret_basic" in methods else "post"
+    return generic(
+        token_url=metadata["token_endpoint"],
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=scopes,
+        authorization_url=metadata.get("authorization_endpoint"),
+        device_authorization_url=metadata.get("device_authorization_endpoint"),
+        client_auth=auth,
+        mechanism=mechanism,
+    )
+
+
+def endpoint_sasl(
+    endpoint: Endpoint, user: str, source: TokenProvider | AccessToken | str
+) -> SASLMechanism:
+    """The SASL mechanism the endpoint's mail servers want (Yahoo/AOL: OAUTHBEARER)."""
+    # Imported here: trio_mailoauth.sasl imports this package (for AccessToken).
+    from trio_mailoauth.sasl import OAuthBearer, XOAuth2
+
+    if endpoint.mechanism == "OAUTHBEARER":
+        return OAuthBearer(user, source)
+    return XOAuth2(user, source)

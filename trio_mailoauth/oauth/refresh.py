@@ -1,0 +1,403 @@
+"""The refreshing-provider core (single flight, proactive refresh, backoff) and the
+refresh-token provider on top of it.
+
+How one refresh serves every waiter, without a task group the user has to open: the first
+caller that needs a new token becomes the *leader*; it runs the grant inside a **shielded**
+cancel scope (with its own deadline, ``refresh_timeout``) and publishes the outcome on an
+``anyio.Event``. Every other caller waits on that event. A waiter that is cancelled stops
+waiting at once; a leader that is cancelled finishes the refresh first (at most
+``refresh_timeout`` seconds) and is cancelled right after, so the token it paid for is never
+thrown away and the other waiters are served. This keeps providers usable from any task, on
+trio and asyncio alike, with no background task to own or leak.
+
+Proactive refresh: inside the window before expiry (5 minutes or half the lifetime, whichever
+is shorter, minus up to 25 % jitter so a fleet does not refresh in lockstep), the next caller
+leads a refresh while every other caller keeps getting the still-valid token; if that refresh
+fails, the valid token is served and the refresh is tried again later.
+
+Failures: a 429/5xx/network error (:class:`TemporaryOAuth2Error`) never touches the refresh
+token; the provider backs off for ``Retry-After`` (seconds or HTTP date) or exponentially
+(1 s, 2 s, ... 60 s) and, while backing off, answers at once with a TemporaryOAuth2Error whose
+``retry_after`` says how long is left, instead of hammering the endpoint.
+
+HTTP: pass an ``httpx.AsyncClient`` as ``http=`` to share its connection pool; otherwise the
+provider creates one on first use and :meth:`CachingTokenProvider.aclose` closes it (an
+injected client is never closed by the provider).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.lowlevel
+import httpx
+
+from trio_mailoauth.errors import (
+    InteractionRequiredError,
+    InvalidGrantError,
+    OAuth2ClientError,
+    OAuth2Error,
+    TemporaryOAuth2Error,
+)
+from trio_mailoauth.oauth.grants import (
+    Endpoint,
+    TokenRequest,
+    TokenResponse,
+    parse_token_response,
+    refresh_request,
+)
+from trio_mailoauth.oauth.stores import MemoryTokenStore, StoredTokens, TokenStore
+from trio_mailoauth.oauth.tokens import AccessToken
+
+__all__ = ["CachingTokenProvider", "ProviderStats", "RefreshTokenProvider"]
+
+logger = logging.getLogger("trio_mailoauth.oauth")
+
+DEFAULT_REFRESH_WINDOW = 300.0
+DEFAULT_REFRESH_TIMEOUT = 60.0
+# A token with less than this left is not handed out: a login takes a few round trips.
+EXPIRY_LEEWAY = 10.0
+# Exponential backoff after temporary failures without Retry-After: 1, 2, 4 ... 60 s.
+_BACKOFF_BASE = 1.0
+_BACKOFF_MAX = 60.0
+# Rejected tokens remembered so a store's copy of one is never served again.
+_REJECTED_MEMORY = 16
+
+
+@dataclass
+class ProviderStats:
+    """Counters of one provider (read them; the provider updates them)."""
+
+    requests: int = 0  # token requests sent
+    refreshes: int = 0  # successful token responses (any grant)
+    failures: Counter[str] = field(default_factory=Counter)  # by kind, see _failure_kind
+    waiters_served: int = 0  # get_token() calls answered by a refresh another call led
+    cache_hits: int = 0
+    store_hits: int = 0  # tokens another process (or provider) had already refreshed
+    invalidations: int = 0  # invalidate() calls that dropped the current token
+
+
+def _failure_kind(error: BaseException) -> str:
+    if isinstance(error, InteractionRequiredError):
+        return "interaction_required"
+    if isinstance(error, InvalidGrantError):
+        return "invalid_grant"
+    if isinstance(error, OAuth2ClientError):
+        return "client_error"
+    if isinstance(error, TemporaryOAuth2Error):
+        return "temporary"
+    return "other"
+
+
+def _clone(error: BaseException) -> BaseException:
+    """A copy of an OAuth2Error for one more waiter (raising one object from thousands of
+    tasks would grow its traceback with every raise)."""
+    if not isinstance(error, OAuth2Error):
+        return error
+    copy = type(error).__new__(type(error))
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    return copy
+
+
+class _Flight:
+    """One refresh in progress, and its outcome for the callers waiting on it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.token: AccessToken | None = None
+        self.error: BaseException | None = None
+
+
+class CachingTokenProvider:
+    """Base of the refreshing providers: caching, single flight, backoff, statistics, HTTP.
+
+    Subclasses implement :meth:`_fetch` (one grant; may raise an OAuth2Error).
+    """
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient | None = None,
+        refresh_window: float = DEFAULT_REFRESH_WINDOW,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._http = http
+        self._owns_http = http is None
+        self._refresh_window = refresh_window
+        self._refresh_timeout = refresh_timeout
+        self._clock = clock
+        self._current: AccessToken | None = None
+        self._refresh_at = float("inf")
+        self._flight: _Flight | None = None
+        self._not_before = 0.0
+        self._last_temporary: TemporaryOAuth2Error | None = None
+        self._failures_in_row = 0
+        self._rejected: deque[str] = deque(maxlen=_REJECTED_MEMORY)
+        self.stats = ProviderStats()
+
+    # --- the TokenProvider protocol -------------------------------------------------------
+
+    async def get_token(self) -> AccessToken:
+        """A token believed valid; at most one refresh runs, whatever the number of callers."""
+        now = self._clock()
+        current = self._current
+        if current is not None and self._usable(current, now):
+            if now < self._refresh_at or self._flight is not None or now < self._not_before:
+                self.stats.cache_hits += 1
+                return current
+            try:  # proactive: this caller leads; everyone else keeps the valid token
+                return await self._lead(current)
+            except OAuth2Error as exc:
+                logger.warning("%r: early refresh failed (%s); serving the valid token", self, exc)
+                remaining = (current.expires_at or now) - now
+                self._refresh_at = now + min(30.0, max(remaining / 2, 1.0))
+                return current
+        flight = self._flight
+        if flight is not None:
+            await flight.done.wait()
+            self.stats.waiters_served += 1
+            if flight.error is not None:
+                raise _clone(flight.error)
+            assert flight.token is not None
+            return flight.token
+        if now < self._not_before:
+            last = self._last_temporary
+            raise TemporaryOAuth2Error(
+                last.error if last else "backing_off",
+                "the token endpoint failed recently; not asking again yet"
+                + (f" (last: {last.error_description})" if last and last.error_description else ""),
+                retry_after=self._not_before - now,
+            )
+        return await self._lead(current)
+
+    def invalidate(self, token: AccessToken) -> None:
+        """A server rejected ``token``: drop it unless it has already been replaced."""
+        if self._current is not None and self._current.token == token.token:
+            self._current = None
+            self._refresh_at = float("inf")
+            self.stats.invalidations += 1
+            logger.debug("%r: token invalidated", self)
+        if token.token not in self._rejected:
+            self._rejected.append(token.token)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the provider created it (an injected one stays open)."""
+        if self._owns_http and self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- the single flight ----------------------------------------------------------------
+
+    async def _lead(self, stale: AccessToken | None) -> AccessToken:
+        flight = _Flight()
+        self._flight = flight
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self._refresh_timeout
+                try:
+                    flight.token = await self._fetch(stale)
+                except BaseException as exc:
+                    flight.error = exc
+            if flight.token is None and flight.error is None:  # the deadline hit
+                flight.error = TemporaryOAuth2Error(
+                    "timeout", f"no token after {self._refresh_timeout:g} s"
+                )
+        finally:
+            self._flight = None
+            if flight.error is not None:
+                self._record_failure(flight.error)
+            elif flight.token is not None:
+                self._record_success(flight.token)
+            flight.done.set()
+        # A leader cancelled during the refresh is cancelled now that the waiters are served.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.token is not None
+        return flight.token
+
+    def _record_success(self, token: AccessToken) -> None:
+        self._current = token
+        self._failures_in_row = 0
+        self._not_before = 0.0
+        self._last_temporary = None
+        self._refresh_at = self._plan_refresh(token)
+
+    def _record_failure(self, error: BaseException) -> None:
+        self.stats.failures[_failure_kind(error)] += 1
+        if isinstance(error, TemporaryOAuth2Error):
+            self._failures_in_row += 1
+            delay = error.retry_after
+            if delay is None:
+                delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (self._failures_in_row - 1))
+            self._not_before = self._clock() + delay
+            self._last_temporary = error
+        if isinstance(error, OAuth2Error):
+            logger.warning("%r: token request failed: %s", self, error)
+
+    def _plan_refresh(self, token: AccessToken) -> float:
+        if token.refresh_on is not None:
+            return token.refresh_on
+        if token.expires_at is None:
+            return float("inf")
+        lifetime = token.expires_at - (token.obtained_at or self._clock())
+        window = min(self._refresh_window, max(lifetime, 0.0) / 2)
+        return token.expires_at - window + random.uniform(0.0, window * 0.25)
+
+    def _usable(self, token: AccessToken, now: float) -> bool:
+        return not token.is_expired(now, leeway=EXPIRY_LEEWAY)
+
+    def _fresh_enough(self, token: AccessToken) -> bool:
+        """Worth serving instead of refreshing: valid, not rejected, not due for refresh."""
+        now = self._clock()
+        return (
+            self._usable(token, now)
+            and token.token not in self._rejected
+            and now < self._plan_refresh(token)
+        )
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+        return self._http
+
+    async def _send(self, request: TokenRequest) -> tuple[httpx.Response, float]:
+        """POST one request; network trouble becomes TemporaryOAuth2Error. (response, start)."""
+        started = self._clock()
+        self.stats.requests += 1
+        logger.debug("%r: %s request to %s", self, request.grant, request.url)
+        auth: httpx.Auth | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
+        if request.basic_auth is not None:
+            auth = httpx.BasicAuth(*request.basic_auth)
+        try:
+            response = await self._client().post(
+                request.url,
+                data=dict(request.form),
+                auth=auth,
+                headers={"Accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            # `from None`: the httpx exception holds the request, and the request its form.
+            raise TemporaryOAuth2Error(
+                "network_error", f"{type(exc).__name__} talking to {request.url}: {exc}"
+            ) from None
+        return response, started
+
+    async def _post(self, request: TokenRequest) -> TokenResponse:
+        response, started = await self._send(request)
+        parsed = parse_token_response(
+            response.status_code, response.headers, response.content, started=started
+        )
+        self.stats.refreshes += 1
+        return parsed
+
+    async def _fetch(self, stale: AccessToken | None) -> AccessToken:
+        """Get a new token (``stale`` is the one being replaced, if any)."""
+        raise NotImplementedError
+
+
+def store_key(endpoint: Endpoint, account: str, scopes: tuple[str, ...]) -> str:
+    """The store key: one token family per (token URL, client, account, scopes)."""
+    return "|".join((endpoint.token_url, endpoint.client_id, account, " ".join(scopes)))
+
+
+class RefreshTokenProvider(CachingTokenProvider):
+    """Access tokens from a refresh token (RFC 6749 §6), rotation-safe.
+
+    ``endpoint`` comes from a preset (``providers.microsoft(...)``). ``refresh_token`` seeds
+    the store when it holds nothing for this account yet (a stored, possibly rotated, token
+    always wins). The store (default: in memory) keeps the newest refresh token and the current
+    access token; a rotated refresh token is saved before the new access token is returned.
+
+    With a shared store (:class:`SQLiteTokenStore`) the refresh runs under the store's lease:
+    a second process waits and then uses the tokens the first one stored. After
+    ``invalid_grant`` the store is read again: if someone rotated the refresh token meanwhile,
+    the new one is tried once.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        account: str,
+        refresh_token: str | None = None,
+        store: TokenStore | None = None,
+        scopes: tuple[str, ...] | None = None,
+        http: httpx.AsyncClient | None = None,
+        refresh_window: float = DEFAULT_REFRESH_WINDOW,
+        refresh_timeout: float = DEFAULT_REFRESH_TIMEOUT,
+    ) -> None:
+        super().__init__(http=http, refresh_window=refresh_window, refresh_timeout=refresh_timeout)
+        self.endpoint = endpoint
+        self.account = account
+        self.scopes = endpoint.scopes if scopes is None else tuple(scopes)
+        self.store: TokenStore = store if store is not None else MemoryTokenStore()
+        self.key = store_key(endpoint, account, self.scopes)
+        self._seed = refresh_token
+
+    def __repr__(self) -> str:
+        return f"RefreshTokenProvider({self.endpoint.name}, account={self.account!r})"
+
+    async def _fetch(self, stale: AccessToken | None) -> AccessToken:
+        async with self.store.lease(self.key):
+            record = await self.store.load(self.key)
+            if record.version == 0 and self._seed is not None:
+                await self.store.save(self.key, StoredTokens(self._seed), 0)
+                record = await self.store.load(self.key)
+            self._seed = None
+            cached = record.access_token
+            if (
+                cached is not None
+                and (stale is None or cached.token != stale.token)
+                and self._fresh_enough(cached)
+            ):
+                self.stats.store_hits += 1
+                return cached
+            return await self._refresh(record, retried=False)
+
+    async def _refresh(self, record: StoredTokens, *, retried: bool) -> AccessToken:
+        if record.refresh_token is None:
+            raise InvalidGrantError(
+                "no_refresh_token", f"no refresh token is stored for {self.account}: log in first"
+            )
+        request = refresh_request(self.endpoint, record.refresh_token, self.scopes)
+        try:
+            response = await self._post(request)
+        except InvalidGrantError:
+            latest = await self.store.load(self.key)
+            if not retried and latest.refresh_token not in (None, record.refresh_token):
+                logger.info("%r: the refresh token was rotated elsewhere; retrying", self)
+                return await self._refresh(latest, retried=True)
+            raise
+        new = StoredTokens(response.refresh_token or record.refresh_token, response.access_token)
+        if not await self.store.save(self.key, new, record.version):
+            # Someone wrote after we read, although we held the lease (it expired?). Ours is
+            # what the server issued last: the rotated-out token in the store is dead.
+            latest = await self.store.load(self.key)
+            await self.store.save(self.key, new, latest.version)
+        return response.access_token
