@@ -18,8 +18,10 @@ from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
 from trio_mailoauth.imap import IMAPConnection, IMAPState, Limits
 from trio_mailoauth.imap._mutf7 import decode_mailbox, encode_mailbox
 from trio_mailoauth.imap._reader import parse_response
+from trio_mailoauth.imap._writer import AString
 from trio_mailoauth.imap.commands import (
     Append,
+    Create,
     Idle,
     List,
     Noop,
@@ -315,6 +317,9 @@ def test_writer_commands() -> None:
         lambda: FetchCommand("1,\r\n", ("UID",)),
         lambda: Store("1", "+", ("\\Seen)",)),
         lambda: Store("1", "+", ("a b",)),
+        lambda: Create("Sent", "\\Sent) (X-INJECTED"),
+        lambda: Create("bad \udcff name"),
+        lambda: SearchCommand(criteria=(AString("\udcff"),)),
     ],
 )
 def test_injection_is_refused(make: object) -> None:

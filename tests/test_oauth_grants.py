@@ -206,3 +206,28 @@ def test_presets() -> None:
     assert providers.google(client_id="g").mechanism == "XOAUTH2"
     auth = providers.endpoint_sasl(providers.yahoo(client_id="y"), "u@y.com", "tok")
     assert auth.name == "OAUTHBEARER"
+
+
+def test_parse_redirect_with_a_non_ascii_state_is_a_typed_error() -> None:
+    # Anyone can send the loopback listener a request: its state must not crash the flow.
+    with pytest.raises(OAuth2Error, match="state"):
+        grants.parse_redirect("code=C&state=%C3%A9t%C3%A9", "S")
+    assert grants.parse_redirect("code=C&state=%C3%A9", "é") == "C"
+
+
+def test_retry_after_with_many_digits_is_capped_not_ignored() -> None:
+    assert grants.parse_retry_after("99999999999999999999", NOW) == 3600
+    assert grants.parse_retry_after("-5", NOW) is None
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "-60"])
+def test_nonsense_expiry_numbers_are_ignored(value: str) -> None:
+    body = f'{{"access_token": "AT", "expires_in": {value}, "refresh_in": {value}}}'.encode()
+    token = grants.parse_token_response(200, {}, body, started=NOW).access_token
+    assert token.expires_at is None
+    assert token.refresh_on is None
+    device = '{"device_code": "D", "user_code": "U", "verification_uri": "https://v",'
+    device += f' "expires_in": {value}, "interval": {value}}}'
+    auth = grants.parse_device_authorization(200, {}, device.encode(), now=NOW)
+    assert auth.expires_in == 1800
+    assert auth.interval == 5

@@ -11,15 +11,16 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
-from trio_mailoauth.errors import InvalidGrantError, TemporaryOAuth2Error
+from trio_mailoauth.errors import InvalidGrantError, OAuth2Error, TemporaryOAuth2Error
 from trio_mailoauth.oauth import (
     AccessToken,
     ClientCredentialsProvider,
@@ -429,3 +430,178 @@ def test_reprs_and_errors_hide_secrets() -> None:
     assert not any(s in repr(StoredTokens("RT-SECRET", AccessToken("AT-SECRET"))) for s in SECRETS)
     assert "client-SECRET" not in repr(ENDPOINT)
     assert json.dumps(provider.stats.failures) == "{}"
+
+
+async def test_a_refresh_past_its_deadline_gives_every_caller_a_timeout() -> None:
+    # The shielded refresh's own deadline: its Cancelled must not escape to the callers.
+    endpoint = Endpoint(delay=10)
+    provider = _provider(endpoint)
+    provider._refresh_timeout = 0.1
+    errors: list[BaseException] = []
+
+    async def ask() -> None:
+        try:
+            await provider.get_token()
+        except BaseException as exc:  # a Cancelled is the bug looked for
+            errors.append(exc)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)  # the leader
+            await trio.sleep(0.01)
+            nursery.start_soon(ask)  # a waiter
+    assert [type(e) for e in errors] == [TemporaryOAuth2Error] * 2
+    assert all(isinstance(e, TemporaryOAuth2Error) and e.error == "timeout" for e in errors)
+
+
+async def test_a_failure_that_is_not_oauth2_reaches_every_caller_typed() -> None:
+    class BrokenStore(MemoryTokenStore):
+        async def load(self, key: str) -> StoredTokens:
+            await trio.sleep(0.05)
+            raise ValueError("a stored token cannot be decrypted with this key")
+
+    provider = _provider(Endpoint(), BrokenStore())
+    errors: list[BaseException] = []
+
+    async def ask() -> None:
+        try:
+            await provider.get_token()
+        except Exception as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(ask)
+    assert [type(e) for e in errors] == [OAuth2Error] * 3
+    assert len({id(e) for e in errors}) == 3  # one object per caller
+    assert all(isinstance(e.__cause__, ValueError) for e in errors)
+    assert all("decrypted" in str(e) for e in errors)
+
+
+async def test_a_leader_interrupted_by_a_base_exception_releases_its_waiters() -> None:
+    class Interrupting(MemoryTokenStore):
+        async def load(self, key: str) -> StoredTokens:
+            await trio.sleep(0.05)
+            raise KeyboardInterrupt
+
+    provider = _provider(Endpoint(), Interrupting())
+    waiter_error: list[BaseException] = []
+
+    async def waiter() -> None:
+        try:
+            await provider.get_token()
+        except Exception as exc:
+            waiter_error.append(exc)
+
+    async def leader() -> None:
+        with pytest.raises(KeyboardInterrupt):
+            await provider.get_token()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(leader)
+            await trio.sleep(0.01)
+            nursery.start_soon(waiter)
+    assert [type(e) for e in waiter_error] == [OAuth2Error]
+
+
+async def test_a_failed_early_refresh_does_not_serve_a_token_rejected_meanwhile() -> None:
+    endpoint = Endpoint(delay=0.1)
+    provider = _provider(endpoint)
+    now = [1_000_000.0]
+    provider._clock = lambda: now[0]
+    first = await provider.get_token()
+    now[0] += 3600 - 200  # inside the proactive window
+    endpoint.plan.append(httpx.Response(503, json={"error": "temporarily_unavailable"}))
+    async with trio.open_nursery() as nursery:
+
+        async def reject_it() -> None:
+            await trio.sleep(0.05)  # while the early refresh runs, a server rejects it
+            provider.invalidate(first)
+
+        nursery.start_soon(reject_it)
+        with pytest.raises(TemporaryOAuth2Error):
+            await provider.get_token()
+
+
+async def test_a_rotated_refresh_token_is_persisted_even_when_the_cas_keeps_losing() -> None:
+    store = MemoryTokenStore()
+    provider = _provider(Endpoint(rotate=True), store)
+    real_save = store.save
+    losses = [2]
+
+    async def save(key: str, tokens: StoredTokens, expected_version: int) -> bool:
+        if losses[0] and tokens.refresh_token == "RT-SECRET-1":
+            losses[0] -= 1
+            current = await store.load(key)  # someone else writes just before us, twice
+            await real_save(key, StoredTokens("RT-SECRET-other"), current.version)
+            return False
+        return await real_save(key, tokens, expected_version)
+
+    store.save = save  # type: ignore[method-assign]
+    token = await provider.get_token()
+    record = await store.load(provider.key)
+    assert record.refresh_token == "RT-SECRET-1"
+    assert record.access_token == token
+
+
+# Stopping early leaves httpx's nested body generators unexhausted: trio warns when they are
+# collected (the connection itself is closed by the stream's context manager).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_huge_token_response_is_not_buffered() -> None:
+    chunks = [0]
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            chunks[0] += 1
+            await trio.lowlevel.checkpoint()  # the refresh deadline can end it: no hang
+            yield b" " * 65536
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    provider = RefreshTokenProvider(
+        ENDPOINT, account="a", refresh_token="RT-SECRET", http=http, refresh_timeout=2
+    )
+    error: BaseException | None = None
+    with trio.fail_after(5):
+        try:
+            await provider.get_token()
+        except BaseException as exc:  # a Cancelled from the deadline would be the bug
+            error = exc
+    assert isinstance(error, TemporaryOAuth2Error)
+    assert error.error == "invalid_response"
+    assert chunks[0] <= 6  # 256 KiB and a bit, not what the server would send
+
+
+@pytest.mark.parametrize("expires_in", ["NaN", "-5"])
+async def test_a_nonsense_expiry_does_not_refresh_on_every_call(expires_in: str) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = '{"access_token": "AT-SECRET", "expires_in": ' + expires_in + "}"
+        return httpx.Response(200, content=body.encode())
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    provider = RefreshTokenProvider(ENDPOINT, account="a", refresh_token="RT-SECRET", http=http)
+    for _ in range(3):
+        await provider.get_token()
+    assert provider.stats.requests == 1
+
+
+async def test_discovery_checks_the_issuer_and_survives_bad_json() -> None:
+    documents: dict[str, bytes] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=documents[request.url.host])
+
+    metadata = {"token_endpoint": "https://evil.test/token"}
+    documents["good.test"] = json.dumps({**metadata, "issuer": "https://good.test"}).encode()
+    documents["spoof.test"] = json.dumps({**metadata, "issuer": "https://evil.test"}).encode()
+    documents["garbage.test"] = b"{not json"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        found = await providers.discover("https://good.test/", client_id="c", http=http)
+        assert found.token_url == "https://evil.test/token"
+        for host in ("spoof.test", "garbage.test"):
+            with pytest.raises(OAuth2Error, match="discovery_failed"):
+                await providers.discover(f"https://{host}", client_id="c", http=http)

@@ -134,6 +134,46 @@ async def test_a_failing_sink_breaks_the_connection() -> None:
             await pop.noop()
 
 
+@pytest.mark.parametrize(
+    "error", [LocalProtocolError("sink's own"), POP3ResponseError("sink's own", None)]
+)
+async def test_a_sink_raising_one_of_our_errors_still_breaks_the_connection(
+    error: Exception,
+) -> None:
+    # A sink that forwards into another of our clients raises our errors; the round trip
+    # lets those through as "nothing sent / a refusal", but the message is half read here.
+    class Forwarding:
+        def write(self, data: bytes) -> None:
+            raise error
+
+    script = [GREETING, *LOGIN, Expect(b"RETR 1"), Send(b"+OK\r\n" + WIRE)]
+    async with scripted_server(script) as server:
+        pop = await login(server)
+        with pytest.raises(type(error), match="sink's own"):
+            await pop.retr_to(1, Forwarding())
+        assert pop.state is ClientState.BROKEN
+        with pytest.raises(ConnectionBrokenError):
+            await pop.noop()
+
+
+async def test_retrieve_refused_by_the_core_does_not_wait_for_an_answer() -> None:
+    # Not logged in: the core refuses RETR. Nothing went out, so nothing must be awaited.
+    script = [GREETING, *LOGIN[:2], *QUIT]
+    async with scripted_server(script) as server:
+        pop = await open_pop3(server.host, server.port, tls="none", allow_insecure=True)
+
+        async def read_all() -> None:
+            async with pop.retrieve([1]) as messages:
+                async for _ in messages:
+                    pass
+
+        with anyio.fail_after(5), pytest.raises(LocalProtocolError, match="RETR"):
+            await read_all()
+        assert pop.state is ClientState.OK
+        await pop.quit()
+        assert server.received == [b"CAPA", b"QUIT"]
+
+
 async def test_endless_retr_fails_typed_with_bounded_memory() -> None:
     chunk = (b"x" * 998 + b"\r\n") * 64  # 64 KB of lines, never a terminator
     script = [GREETING, *LOGIN, Expect(b"RETR 1"), Send(b"+OK\r\n"), *([Send(chunk)] * 40)]

@@ -314,6 +314,11 @@ def test_garbage_status_line(line: bytes) -> None:
         (List(), b"+OK\r\nx 1\r\n.\r\n"),
         (Uidl(), b"+OK\r\n1\r\n.\r\n"),
         (Uidl(1), b"+OK\r\n"),
+        # Digits only in ASCII: "²".isdigit() is True, and int("²") a ValueError.
+        (Stat(), "+OK ² 10\r\n".encode()),
+        (List(1), "+OK 1 ²\r\n".encode()),
+        (List(), "+OK\r\n\u0661 1\r\n.\r\n".encode()),
+        (Uidl(1), "+OK ³ abc\r\n".encode()),
     ],
 )
 def test_malformed_listings(command: object, answer: bytes) -> None:

@@ -142,6 +142,31 @@ async def test_dropped_connection_deletes_nothing_quit_commits(mail_servers: Mai
         await pop.aclose()
 
 
+async def test_leaving_async_with_on_an_exception_deletes_nothing(
+    mail_servers: MailServers,
+) -> None:
+    seed(mail_servers, DOTS, PLAIN)
+
+    class StorageFailed(Exception):
+        pass
+
+    async def mark_then_fail() -> POP3Client:
+        async with _open(mail_servers) as pop:
+            await pop.user_pass(USER, mail_servers.users[USER])
+            await pop.dele(1)
+            raise StorageFailed(pop)
+
+    with pytest.raises(StorageFailed) as info:
+        await mark_then_fail()
+    assert info.value.args[0].state is ClientState.CLOSED
+    assert len(mail_servers.message_paths(USER)) == 2  # no QUIT: nothing deleted
+
+    async with _open(mail_servers) as pop:
+        await pop.user_pass(USER, mail_servers.users[USER])
+        await pop.dele(1)
+    assert len(mail_servers.message_paths(USER)) == 1  # a normal exit says QUIT
+
+
 async def test_big_message_streams_byte_identical(mail_servers: MailServers) -> None:
     seed(mail_servers, BIG)
     chunks: list[int] = []

@@ -200,6 +200,28 @@ async def test_421_greeting() -> None:
             await opener(server)
 
 
+@pytest.mark.parametrize("command", ["noop", "rset", "ehlo"])
+async def test_421_to_any_command_breaks_the_connection(command: str) -> None:
+    verb = command.upper().encode()
+    script = [GREETING, *EHLO, Expect(pattern=verb + rb".*"), Send(b"421 4.3.2 going down\r\n")]
+    async with scripted_server(script) as server, opener(server) as client:
+        with pytest.raises(SMTPTransientError, match="going down"):
+            await getattr(client, command)()
+        # Not OK: the server is gone, and later calls say so (not "cannot send in state closing").
+        assert client.state is ClientState.BROKEN
+        with pytest.raises(ConnectionBrokenError):
+            await client.noop()
+
+
+async def test_421_to_auth_breaks_the_connection() -> None:
+    script = [GREETING, *EHLO, Expect(pattern=b"AUTH PLAIN .*"), Send(b"421 4.3.2 bye\r\n")]
+    async with scripted_server(script) as server, opener(server) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.authenticate(Plain("alice", "pw"))
+        assert info.value.kind == "temporary"
+        assert client.state is ClientState.BROKEN
+
+
 async def test_refusal_keeps_the_connection_usable() -> None:
     script = [
         GREETING,

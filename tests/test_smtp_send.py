@@ -31,7 +31,7 @@ from trio_mailoauth.smtp import (
     State,
     Vrfy,
 )
-from trio_mailoauth.smtp._reader import MAX_REPLY_BYTES, MAX_REPLY_LINES
+from trio_mailoauth.smtp._reader import MAX_REPLY_BYTES, MAX_REPLY_LINES, parse_ehlo, size_limit
 from trio_mailoauth.smtp._writer import dot_stuff, normalize_line_endings
 from trio_mailoauth.smtp.message import envelope_from_headers, message_bytes, strip_bcc
 
@@ -548,3 +548,12 @@ def test_send_result() -> None:
     assert result.accepted == ("b@example.test",)
     assert result.refused == {"c@x": r(550, "5.1.1", "no")}
     assert not result.ok
+
+
+@pytest.mark.parametrize(
+    ("advertised", "limit"),
+    [("SIZE 1000", 1000), ("SIZE", None), ("SIZE 0", None), ("SIZE ²", None), ("SIZE x", None)],
+)
+def test_size_limit_reads_ascii_digits_only(advertised: str, limit: int | None) -> None:
+    # "²".isdigit() is True and int("²") a ValueError: it would escape from send(Mail(...)).
+    assert size_limit(parse_ehlo(r(250, None, "mx", advertised))) == limit

@@ -232,6 +232,42 @@ async def test_checks_before_anything_is_sent() -> None:
         await smtp.quit()
 
 
+async def test_non_ascii_recipient_without_smtputf8_sends_nothing() -> None:
+    script: list[Step] = [
+        GREETING,
+        *ehlo(b"PIPELINING", b"SMTPUTF8"),
+        Expect(b"NOOP"),
+        Send(b"250 ok\r\n"),
+        *BYE,
+    ]
+    async with scripted_server(script) as server, opener(server) as smtp:
+        recorder = record(smtp)
+        with pytest.raises(LocalProtocolError, match="SMTPUTF8"):
+            await smtp.sendmail("a@example.test", ["bö@example.test"], MESSAGE, smtputf8=False)
+        # No MAIL left queued in the core, to go out with the next command and have its
+        # reply taken for that command's.
+        assert recorder.sent == []
+        assert (await smtp.noop()).code == 250
+        await smtp.quit()
+
+
+async def test_421_to_the_rset_after_a_refusal() -> None:
+    script: list[Step] = [
+        GREETING,
+        *PIPELINED,
+        Expect(pattern=rb"MAIL .*"),
+        Expect(pattern=rb"RCPT .*"),
+        Expect(b"DATA"),
+        Send(b"250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n"),
+        Expect(b"RSET"),
+        Send(b"421 4.3.2 shutting down\r\n"),
+    ]
+    async with scripted_server(script) as server, opener(server) as smtp:
+        with pytest.raises(SMTPPermanentError, match="no such user"):
+            await smtp.sendmail("a@example.test", ["b@example.test"], MESSAGE)
+        assert smtp.state is ClientState.BROKEN
+
+
 async def test_cancelled_midway_breaks_the_connection() -> None:
     script: list[Step] = [
         GREETING,

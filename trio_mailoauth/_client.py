@@ -276,7 +276,7 @@ class Opener(Generic[ClientT]):
         tb: TracebackType | None,
     ) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.__aexit__(exc_type, exc, tb)
 
 
 async def open_client(

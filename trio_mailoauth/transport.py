@@ -5,6 +5,12 @@ with the original as ``__cause__``. Nothing above this module catches ``OSError`
 ``ssl.SSLError`` or anyio's stream errors.
 
 Written against anyio, which runs natively on trio (our primary target) and on asyncio.
+
+TLS is our own thin layer (:class:`_TLSLayer`: :class:`ssl.SSLObject` over two
+:class:`ssl.MemoryBIO`) rather than anyio's ``TLSStream``, whose ``receive()`` returns at most
+one TLS record (``SSLObject.read`` stops at a record boundary): servers write 4 KiB records
+(Dovecot), so a large FETCH cost one trip through our read loop per 4 KiB. Ours reads a
+raw chunk and decrypts every complete record in it at once.
 """
 
 from __future__ import annotations
@@ -12,12 +18,11 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Literal
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSStream
 
 from trio_mailoauth.errors import (
     ConnectError,
@@ -30,10 +35,21 @@ __all__ = ["Stream", "TLSMode", "connect", "create_ssl_context", "is_loopback"]
 
 TLSMode = Literal["implicit", "starttls", "none"]
 
-# One read takes what the kernel (or the TLS layer) has, up to this. Big enough that a large
-# FETCH or RETR costs few calls; small enough not to matter per connection when thousands
-# of connections are open.
+# One receive_some() returns what has arrived, up to this: in plaintext what the kernel
+# has; over TLS every record already received and decrypted. Big enough that a large FETCH
+# or RETR costs few calls; small enough not to matter per connection when thousands of
+# connections are open (nothing is kept between calls), and the bound on one chunk that
+# streaming consumers (RETR to a file, FETCH bodies) see.
 RECEIVE_SIZE = 65536
+# Over TLS, one raw read takes up to this much ciphertext...
+TLS_RAW_RECEIVE_SIZE = RECEIVE_SIZE
+# ...and one receive_some() returns up to this much plaintext (what does not fit waits,
+# encrypted, in the incoming BIO for the next call).
+TLS_RECEIVE_CAP = RECEIVE_SIZE
+# SSLObject.read() returns at most one record (at most 16 KiB of plaintext).
+_TLS_RECORD_READ = 16384
+# A graceful close sends a TLS close_notify, but never waits long for a stuck peer.
+CLOSE_NOTIFY_SECONDS = 1.0
 
 
 def create_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
@@ -75,11 +91,171 @@ def _translate(during: Literal["connect", "handshake", "io"]) -> Iterator[None]:
         raise ConnectionBrokenError(f"connection broken: {exc}") from exc
 
 
+def _is_unexpected_eof(exc: ssl.SSLError) -> bool:
+    """The peer closed the TCP connection without a TLS close_notify."""
+    return isinstance(exc, ssl.SSLEOFError) or "UNEXPECTED_EOF_WHILE_READING" in str(exc)
+
+
+def _sni_hostname(hostname: str) -> str:
+    """The host name for SNI and verification: IDNA 2008 (as anyio), not Python's IDNA 2003."""
+    try:
+        hostname.encode("ascii")
+    except UnicodeEncodeError:
+        import idna  # anyio's dependency
+
+        return idna.encode(hostname, uts46=True).decode("ascii")
+    return hostname
+
+
+class _TLSLayer:
+    """TLS (client side) over an anyio byte stream, with anyio's exceptions.
+
+    ``receive()`` returns everything already decrypted, many records at once, and awaits
+    the socket only when nothing is. Mail servers often close without a TLS close_notify;
+    that is no attack here because every protocol frames its own data, so an unexpected
+    EOF is a plain EOF (``b""``), like anyio's ``standard_compatible=False``. Only
+    ``send()``, the handshake and ``aclose()`` write to the socket: what a read makes
+    OpenSSL want to send (a TLS 1.3 KeyUpdate answer) waits in the outgoing BIO for the
+    next write, which RFC 8446 allows, so a reading task never races a writing one.
+    """
+
+    def __init__(
+        self,
+        transport: anyio.abc.ByteStream,
+        ssl_object: ssl.SSLObject,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+    ) -> None:
+        self.transport = transport
+        self._ssl_object = ssl_object
+        self._incoming = incoming
+        self._outgoing = outgoing
+        self._eof = False  # the peer closed (close_notify or TCP EOF): reads return b""
+        self._broken = False  # a record lost on the way out, or a bad one on the way in
+        self._closed = False
+        self._error: ssl.SSLError | None = None  # raised by the next receive()
+
+    @classmethod
+    async def wrap(
+        cls, transport: anyio.abc.ByteStream, ssl_context: ssl.SSLContext, server_hostname: str
+    ) -> _TLSLayer:
+        """Run the handshake; ``ssl.SSLError`` (or anyio's errors) when it fails."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        ssl_object = ssl_context.wrap_bio(
+            incoming, outgoing, server_side=False, server_hostname=_sni_hostname(server_hostname)
+        )
+        layer = cls(transport, ssl_object, incoming, outgoing)
+        while True:
+            try:
+                ssl_object.do_handshake()
+            except ssl.SSLWantReadError:
+                await layer._flush()
+                await layer._feed()
+            except ssl.SSLError:
+                # Tell the server why (the alert OpenSSL queued), best effort.
+                with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await layer._flush()
+                raise
+            else:
+                await layer._flush()  # our Finished
+                return layer
+
+    async def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            try:
+                await self.transport.send(data)
+            except BaseException:
+                # SSLObject.write() has used this record's sequence number: once it is
+                # lost, the peer cannot decrypt anything sent after it.
+                self._broken = True
+                raise
+
+    async def _feed(self) -> None:
+        """Await one raw chunk and hand it to OpenSSL (or the EOF)."""
+        try:
+            data = await self.transport.receive(TLS_RAW_RECEIVE_SIZE)
+        except anyio.EndOfStream:
+            self._incoming.write_eof()
+        else:
+            self._incoming.write(data)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._broken:
+            raise anyio.BrokenResourceError
+
+    async def send(self, data: bytes) -> None:
+        self._check_usable()
+        if not data:
+            return
+        self._ssl_object.write(data)  # never wants to read: no renegotiation in TLS 1.3/1.2
+        await self._flush()
+
+    async def receive(self) -> bytes:
+        """Everything decrypted so far (at most TLS_RECEIVE_CAP bytes); ``b""`` at EOF."""
+        self._check_usable()
+        if self._error is not None:
+            self._broken = True
+            raise self._error
+        read = self._ssl_object.read
+        while True:
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                while size < TLS_RECEIVE_CAP:
+                    chunk = read(min(_TLS_RECORD_READ, TLS_RECEIVE_CAP - size))
+                    if not chunk:  # close_notify
+                        self._eof = True
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            except ssl.SSLWantReadError:
+                # No complete record left (or only TLS 1.3 session tickets were).
+                pass
+            except ssl.SSLError as exc:
+                if _is_unexpected_eof(exc):
+                    self._eof = True
+                elif chunks:
+                    self._error = exc  # the data decrypted before it first
+                else:
+                    self._broken = True
+                    raise
+            if chunks:
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if self._eof:
+                return b""
+            await self._feed()
+
+    async def aclose(self) -> None:
+        """Send a close_notify (best effort, briefly) and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._broken:
+                # SSLWantReadError: ours is queued, we do not wait for theirs.
+                with suppress(ssl.SSLError):
+                    self._ssl_object.unwrap()
+                with anyio.move_on_after(CLOSE_NOTIFY_SECONDS):
+                    await self._flush()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            await self.transport.aclose()
+
+    async def aclose_forcefully(self) -> None:
+        self._closed = True
+        await anyio.aclose_forcefully(self.transport)
+
+
 class Stream:
     """A byte stream to a server, plain or TLS, that raises only our exceptions."""
 
     def __init__(self, stream: anyio.abc.ByteStream, *, server_hostname: str) -> None:
-        self._stream = stream
+        self._stream = stream  # the socket, always
+        self._tls: _TLSLayer | None = None
         self._server_hostname = server_hostname
 
     def __repr__(self) -> str:
@@ -88,7 +264,7 @@ class Stream:
 
     @property
     def is_tls(self) -> bool:
-        return isinstance(self._stream, TLSStream)
+        return self._tls is not None
 
     @property
     def local_address(self) -> str | None:
@@ -100,10 +276,19 @@ class Stream:
 
     async def send_all(self, data: bytes) -> None:
         with _translate("io"):
-            await self._stream.send(data)
+            if self._tls is not None:
+                await self._tls.send(data)
+            else:
+                await self._stream.send(data)
 
     async def receive_some(self) -> bytes:
-        """Whatever has arrived (at most RECEIVE_SIZE bytes); ``b""`` when the peer closed."""
+        """Whatever has arrived (at most RECEIVE_SIZE bytes); ``b""`` when the peer closed.
+
+        Over TLS, every record already received, not one record per call.
+        """
+        if self._tls is not None:
+            with _translate("io"):
+                return await self._tls.receive()
         try:
             with _translate("io"):
                 return await self._stream.receive(RECEIVE_SIZE)
@@ -117,20 +302,16 @@ class Stream:
         if self.is_tls:
             raise TLSError("the connection already uses TLS")
         with _translate("handshake"):
-            self._stream = await TLSStream.wrap(
-                self._stream,
-                hostname=self._server_hostname,
-                ssl_context=ssl_context,
-                # Mail servers often close without a TLS close_notify; that is no attack here
-                # because every protocol frames its own data.
-                standard_compatible=False,
-            )
+            self._tls = await _TLSLayer.wrap(self._stream, ssl_context, self._server_hostname)
 
     async def aclose(self) -> None:
         """Close gracefully where possible (TLS close_notify), forcefully otherwise."""
         try:
             with _translate("io"):
-                await self._stream.aclose()
+                if self._tls is not None:
+                    await self._tls.aclose()
+                else:
+                    await self._stream.aclose()
         except (ConnectionBrokenError, ConnectionClosedError):
             pass
 
@@ -138,7 +319,10 @@ class Stream:
         """Close at once, without a TLS goodbye."""
         try:
             with _translate("io"):
-                await anyio.aclose_forcefully(self._stream)
+                if self._tls is not None:
+                    await self._tls.aclose_forcefully()
+                else:
+                    await anyio.aclose_forcefully(self._stream)
         except (ConnectionBrokenError, ConnectionClosedError):
             pass
 

@@ -119,10 +119,13 @@ class CommandWriter:
             return current
         if isinstance(arg, Literal):
             return self._literal(arg.data, current, parts, binary=arg.binary)
-        if isinstance(arg, Mailbox):
-            data = encode_mailbox(arg.name, self.utf8)
-        else:
-            data = arg.value.encode("utf-8") if isinstance(arg.value, str) else arg.value
+        try:
+            if isinstance(arg, Mailbox):
+                data = encode_mailbox(arg.name, self.utf8)
+            else:
+                data = arg.value.encode("utf-8") if isinstance(arg.value, str) else arg.value
+        except UnicodeEncodeError:  # a lone surrogate (from surrogateescape): no bytes for it
+            raise LocalProtocolError(f"{name}: an argument is not valid Unicode") from None
         if b"\x00" in data:
             raise LocalProtocolError(f"{name}: an argument contains NUL, which IMAP cannot send")
         if len(data) <= MAX_QUOTED and all(byte in _QUOTABLE for byte in data):

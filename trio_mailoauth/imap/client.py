@@ -53,6 +53,7 @@ from trio_mailoauth.imap.events import (
     Namespace,
     SASLChallenge,
     Search,
+    StatusResponse,
     TaggedResponse,
 )
 from trio_mailoauth.imap.mailbox import AppendUID, CopyUID, MailboxInfo, StoreResult
@@ -135,7 +136,7 @@ class IMAPClient(IMAPSession):
             elif isinstance(event, Bye):
                 raise SessionEndedError(event.text, event.code)
             else:
-                self._keep(event)
+                self._dispatch(event)
 
     async def _check(self, command: Command) -> TaggedResponse:
         response = await self._run(command)
@@ -422,10 +423,14 @@ class IMAPClient(IMAPSession):
             pending = await self._command(c.Move(sequence, mailbox, uid=uid))
             assert pending.response is not None
             code, data = pending.response.code, pending.response.code_data
-            if code != "COPYUID":  # Dovecot and others send it untagged, before EXPUNGEs
-                for event in self._unsolicited:
-                    if getattr(event, "code", None) == "COPYUID":
-                        code, data = "COPYUID", getattr(event, "code_data", None)
+            # Dovecot and others send COPYUID untagged, before the EXPUNGEs: the MOVE
+            # collects untagged status responses; any other (an ALERT) goes to the queue.
+            for event in pending.events:
+                if isinstance(event, StatusResponse) and event.code == "COPYUID":
+                    if code != "COPYUID":
+                        code, data = "COPYUID", event.code_data
+                else:
+                    self._unsolicited.append(event)
             return CopyUID.from_code(code, data)
         if not self.has_capability("UIDPLUS"):
             raise LocalProtocolError(

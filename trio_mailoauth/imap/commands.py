@@ -286,7 +286,8 @@ class Create(Command):
     def arguments(self) -> tuple[Arg, ...]:
         if self.special_use is None:
             return (Mailbox(self.mailbox),)
-        use = ListArg((Atom("USE"), ListArg((Raw(self.special_use),))))
+        # A flag (\Sent), checked like any flag: never raw syntax from the caller.
+        use = ListArg((Atom("USE"), ListArg((_flag(self.special_use),))))
         return (Mailbox(self.mailbox), use)
 
 

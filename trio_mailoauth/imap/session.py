@@ -12,6 +12,10 @@ A task cancelled while waiting leaves the connection usable: reading is cancel-s
 byte is lost), and the abandoned command's reply is read and dropped by whoever reads next.
 A cancelled *send*, an interactive command (AUTHENTICATE, IDLE) interrupted midway, a
 protocol or transport error, or an unsolicited ``* BYE`` break the connection.
+
+Tasks waiting for a command to complete are woken (``_wake``) whenever what they wait on may
+have changed: a command completed, was abandoned, a reader stopped reading, the connection
+broke. A streaming FETCH and an IDLE are read by their own task only: others wait.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
 
@@ -58,9 +62,6 @@ from trio_mailoauth.imap.events import (
     Vanished,
 )
 
-if TYPE_CHECKING:
-    from trio_mailoauth.sasl import SASLFlow
-
 __all__ = ["IMAPSession"]
 
 # Untagged responses received and not yet handed to the caller (``noop()``, ``idle()`` and
@@ -79,6 +80,8 @@ _COLLECTS: Final[dict[str, tuple[type, ...]]] = {
     "FETCH": (Fetch,),
     "STORE": (Fetch,),
     "SEARCH": (Search, ESearch),
+    # RFC 6851 §4.3: a server may send COPYUID in an untagged OK before the EXPUNGEs.
+    "MOVE": (StatusResponse,),
     "LIST": (ListEntry,),
     "LSUB": (ListEntry,),
     "STATUS": (MailboxStatus,),
@@ -106,7 +109,10 @@ class Pending:
     response: TaggedResponse | None = None
     abandoned: bool = False
     streaming: bool = False  # a fetch() being iterated: others wait (bounded memory)
-    flow: SASLFlow | None = None
+    # The task that reads this command's data itself (a streaming fetch, an IDLE): other
+    # tasks never read for it (they would take its events or hold the read lock for as
+    # long as it runs), and that task may not send another command meanwhile.
+    owner: object = None
 
 
 def refusal(response: TaggedResponse) -> IMAPResponseError:
@@ -122,7 +128,6 @@ class IMAPSession(BaseClient[IMAPConnection]):
         self._unsolicited: deque[Event] = deque()
         self._completed = anyio.Event()  # set (and replaced) whenever a command completes
         self._bye: Bye | None = None
-        self._stream_owner: object = None
 
     # --- unsolicited events ---------------------------------------------------------------
 
@@ -150,41 +155,59 @@ class IMAPSession(BaseClient[IMAPConnection]):
                 return True
         return False
 
-    async def _submit(
-        self, command: Command, *, streaming: bool = False, flow: SASLFlow | None = None
-    ) -> Pending:
-        """Send ``command`` as soon as the pipelining rules allow; its :class:`Pending`."""
-        collects = _COLLECTS.get(command.name, ())
-        if streaming and self._stream_owner == _current_task():
+    def _sendable(self, command: Command, collects: tuple[type, ...]) -> bool:
+        """Whether ``command`` may go now; False when it must wait for commands in flight.
+        True also when nothing is in flight (``send()`` then raises what is wrong)."""
+        if not self._pending:
+            return True
+        return self._conn.can_send(command) and not self._conflicts(collects)
+
+    def _check_not_owner(self) -> None:
+        me = _current_task()
+        if any(p.owner == me for p in self._pending.values()):
             raise LocalProtocolError(
-                "this task is iterating a fetch(): finish it or aclose() it before the next "
-                "command (its unread messages would have to be buffered)"
+                "this task is iterating a fetch() or an idle(): finish it (aclose() a fetch, "
+                "leave the idle block) before the next command"
             )
+
+    async def _submit(self, command: Command, *, owner: bool = False) -> Pending:
+        """Send ``command`` as soon as the pipelining rules allow; its :class:`Pending`.
+
+        With ``owner``, this task reads the command's data itself (see ``Pending.owner``).
+        """
+        collects = _COLLECTS.get(command.name, ())
+        self._ensure_usable()
+        self._check_not_owner()
         while True:
             self._ensure_usable()
             completed = self._completed
-            if self._conn.can_send(command) and not self._conflicts(collects):
-                break
-            if not self._pending:
-                break  # nothing will change: send() raises the LocalProtocolError
-            if any(p.streaming for p in self._pending.values()) and (
-                self._stream_owner == _current_task()
-            ):
-                raise LocalProtocolError(
-                    "this task is iterating a fetch(): finish it or aclose() it before the "
-                    "next command"
-                )
+            if self._sendable(command, collects):
+                async with self._send_lock:
+                    # Checked again: acquiring the lock is a checkpoint, and another task
+                    # may have sent a command meanwhile.
+                    self._ensure_usable()
+                    if self._sendable(command, collects):
+                        return await self._send_locked(command, collects, owner)
+                continue
             await self._wait_for_completion(completed)
-        async with self._send_lock:
-            self._ensure_usable()
-            tag = self._conn.send(command)
-            pending = Pending(tag, command, collects, streaming=streaming, flow=flow)
-            self._pending[tag] = pending
-            try:
-                await self._flush()
-            except BaseException as exc:
-                await self._break(exc)  # part of a command may have gone out
-                raise
+
+    async def _send_locked(
+        self, command: Command, collects: tuple[type, ...], owner: bool
+    ) -> Pending:
+        tag = self._conn.send(command)
+        pending = Pending(
+            tag,
+            command,
+            collects,
+            streaming=owner and command.name == "FETCH",
+            owner=_current_task() if owner else None,
+        )
+        self._pending[tag] = pending
+        try:
+            await self._flush()
+        except BaseException as exc:
+            await self._break(exc)  # part of a command may have gone out
+            raise
         return pending
 
     # --- reading ----------------------------------------------------------------------------
@@ -195,9 +218,16 @@ class IMAPSession(BaseClient[IMAPConnection]):
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                if conn.has_data_to_send():
-                    async with self._send_lock:
-                        await self._flush()
+                if conn.has_data_to_send():  # a literal released by the server's "+"
+                    flushing = False
+                    try:
+                        async with self._send_lock:
+                            flushing = True
+                            await self._flush()
+                    except BaseException as exc:
+                        if flushing:  # a command may be cut in the middle
+                            await self._break(exc)
+                        raise
                 conn.receive_data(await self._stream.receive_some())
                 continue
             if isinstance(event, ConnectionClosed):
@@ -209,15 +239,10 @@ class IMAPSession(BaseClient[IMAPConnection]):
             pending = self._pending.pop(event.tag, None)
             if pending is not None:
                 pending.response = event
-            self._completed.set()
-            self._completed = anyio.Event()
+            self._wake()
             return
-        if isinstance(event, SASLChallenge):
-            flow = next((p.flow for p in self._pending.values() if p.flow is not None), None)
-            if flow is None:
-                raise RemoteProtocolError("SASL challenge outside AUTHENTICATE")
-            self._conn.send_sasl_response(flow.respond(event.data))
-            return
+        if isinstance(event, SASLChallenge):  # AUTHENTICATE runs in IMAPClient._run
+            raise RemoteProtocolError("SASL challenge outside AUTHENTICATE")
         if isinstance(event, Bye):
             self._bye = event
             self._keep(event)
@@ -226,21 +251,33 @@ class IMAPSession(BaseClient[IMAPConnection]):
         if not live_vanished and not isinstance(event, Exists | Recent | Flags):
             for pending in self._pending.values():
                 if isinstance(event, pending.collects):
-                    if pending.abandoned:
-                        return
-                    if len(pending.events) >= MAX_UNTAGGED:
-                        raise RemoteProtocolError(
-                            f"more than {MAX_UNTAGGED} responses to one {pending.command.name}"
-                        )
-                    pending.events.append(event)
+                    self._collect(pending, event)
                     return
         if isinstance(event, Exists | Recent | Flags | StatusResponse):
             # During SELECT/EXAMINE these describe the new mailbox: its answer.
             for pending in self._pending.values():
                 if pending.command.name in ("SELECT", "EXAMINE"):
-                    pending.events.append(event)
+                    self._collect(pending, event)
                     return
         self._keep(event)
+
+    def _collect(self, pending: Pending, event: Event) -> None:
+        if pending.abandoned:
+            return
+        if len(pending.events) >= MAX_UNTAGGED:
+            raise RemoteProtocolError(
+                f"more than {MAX_UNTAGGED} responses to one {pending.command.name}"
+            )
+        pending.events.append(event)
+
+    def _wake(self) -> None:
+        """Wake the tasks waiting for a command to complete: something changed."""
+        self._completed.set()
+        self._completed = anyio.Event()
+
+    async def _break(self, exc: BaseException) -> None:
+        self._wake()  # waiters find the connection broken instead of waiting forever
+        await super()._break(exc)
 
     async def _read_until(
         self, pending: Pending, *, any_event: bool = False, unsolicited: bool = False
@@ -262,7 +299,10 @@ class IMAPSession(BaseClient[IMAPConnection]):
                 if self._bye is not None and pending.command.name != "LOGOUT":
                     if any_event:
                         return
-                    raise SessionEndedError(self._bye.text, self._bye.code)
+                    self._raise_if_ended()
+        except BaseException:
+            self._wake()  # we stop reading: a waiter must read in our place
+            raise
         finally:
             lock.release()
 
@@ -287,39 +327,46 @@ class IMAPSession(BaseClient[IMAPConnection]):
     async def _wait_for_completion(self, completed: anyio.Event) -> None:
         """Wait until a command in flight completes. When nobody reads (the commands in
         flight were abandoned by cancelled tasks, or their tasks are busy), read for them;
-        but never for a streaming fetch, whose own task reads at its own pace."""
-        if self._lock.locked() or any(p.streaming for p in self._pending.values()):
+        but never for a streaming fetch or an IDLE, whose own task reads at its own pace."""
+        if self._lock.locked() or self._owner_reads():
             await completed.wait()
             return
         try:
             async with self._lock:
                 while not completed.is_set():
                     self._ensure_usable()
-                    if any(p.streaming for p in self._pending.values()):
-                        break  # a fetch started meanwhile: its task reads
+                    if self._owner_reads():
+                        break  # a fetch or IDLE started meanwhile: its task reads
                     self._dispatch(await self._read_event())
                     self._raise_if_ended()
         except BaseException as exc:
+            self._wake()  # we stop reading: another waiter must read in our place
             if not isinstance(exc, anyio.get_cancelled_exc_class() | LocalProtocolError):
                 await self._break(exc)
             raise
+
+    def _owner_reads(self) -> bool:
+        return any(p.owner is not None for p in self._pending.values())
 
     def _raise_if_ended(self) -> None:
         if self._bye is not None:
             raise SessionEndedError(self._bye.text, self._bye.code)
 
     def _abandon(self, pending: Pending) -> None:
+        """Its task gave up: its data is dropped as it arrives, and nobody waits for it."""
         pending.abandoned = True
         pending.events.clear()
-        if pending.streaming:
-            pending.streaming = False
-            self._stream_owner = None
-            self._completed.set()
-            self._completed = anyio.Event()
+        self._release(pending)
 
-    async def _command(self, command: Command, *, flow: SASLFlow | None = None) -> Pending:
+    def _release(self, pending: Pending) -> None:
+        """Its task no longer reads it: others may read for it, or send their commands."""
+        pending.streaming = False
+        pending.owner = None
+        self._wake()
+
+    async def _command(self, command: Command) -> Pending:
         """Submit, wait, and raise :class:`IMAPResponseError` on NO/BAD."""
-        pending = await self._submit(command, flow=flow)
+        pending = await self._submit(command)
         await self._wait(pending)
         assert pending.response is not None
         if pending.response.status != "OK":
@@ -328,13 +375,23 @@ class IMAPSession(BaseClient[IMAPConnection]):
 
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
-        """For the opening/auth/logout flows written as one round trip: wait until nothing
-        is in flight, then hold the read lock (BaseClient's round trip)."""
+        """For the auth/logout flows written as one round trip (``IMAPClient._run``): wait
+        until nothing is in flight, then hold the read lock (BaseClient's round trip) and
+        the send lock, so that no other task's command joins them."""
+        self._check_not_owner()  # it would wait for itself
         while self._pending:
             self._ensure_usable()
             await self._wait_for_completion(self._completed)
-        async with self._round_trip():
-            yield
+        try:
+            async with self._round_trip(), self._send_lock:
+                # A command may have been sent while we took the locks (each a checkpoint):
+                # read until it completes (``_run`` sees only its own command's responses).
+                while self._pending:
+                    self._dispatch(await self._next_event())
+                    self._raise_if_ended()
+                yield
+        finally:
+            self._wake()  # the state changed (authenticated, logged out): re-check
 
 
 def _current_task() -> object:

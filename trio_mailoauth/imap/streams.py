@@ -3,6 +3,7 @@ async context manager whose events arrive for as long as the caller waits)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import TracebackType
 from typing import Final, Self
@@ -45,8 +46,7 @@ class FetchStream:
             raise StopAsyncIteration
         pending = self._pending
         if pending is None:
-            pending = self._pending = await client._submit(self._command, streaming=True)
-            client._stream_owner = anyio.get_current_task().id
+            pending = self._pending = await client._submit(self._command, owner=True)
         while True:
             if pending.events:
                 event = pending.events.popleft()
@@ -72,11 +72,8 @@ class FetchStream:
         if pending is not None:
             if pending.response is None:
                 self._client._abandon(pending)  # the rest is read and dropped later
-            elif pending.streaming:
-                pending.streaming = False
-                self._client._stream_owner = None
-                self._client._completed.set()
-                self._client._completed = anyio.Event()
+            elif pending.owner is not None:
+                self._client._release(pending)
 
     async def aclose(self) -> None:
         """Stop early: the remaining messages are read and dropped by the next reader."""
@@ -84,8 +81,11 @@ class FetchStream:
 
     def __del__(self) -> None:
         # `break` out of `async for` without aclose(): let other tasks' commands go on.
+        # No I/O here, only bookkeeping and waking waiters; a finaliser may run where no
+        # event loop does (after it ended, another thread): nobody waits there to be woken.
         if not self._done and self._pending is not None:
-            self._finish()
+            with contextlib.suppress(Exception):
+                self._finish()
 
     async def __aenter__(self) -> Self:
         return self
@@ -114,7 +114,7 @@ class IdleSession:
 
     async def _start(self) -> None:
         client = self._client
-        pending = await client._submit(Idle())
+        pending = await client._submit(Idle(), owner=True)
         self._pending = pending
         while True:
             if pending.events and isinstance(pending.events[0], IdleStarted):

@@ -86,12 +86,10 @@ async def _persist(provider: RefreshTokenProvider, response: TokenResponse) -> N
             "the server issued no refresh token (Google: access_type=offline and "
             "prompt=consent; Microsoft: the offline_access scope)",
         )
-    store, key = provider.store, provider.key
-    async with store.lease(key):
-        record = await store.load(key)
+    async with provider.store.lease(provider.key):
+        record = await provider.store.load(provider.key)
         tokens = StoredTokens(response.refresh_token, response.access_token)
-        while not await store.save(key, tokens, record.version):
-            record = await store.load(key)
+        await provider._save_newest(tokens, record.version, rotated=True)
     provider._record_success(response.access_token)
 
 
@@ -253,9 +251,9 @@ class DeviceCodeFlow:
         return provider
 
     async def _poll(self, provider: RefreshTokenProvider) -> None:
-        response, started = await provider._send(device_authorization_request(self.endpoint))
+        reply = await provider._send(device_authorization_request(self.endpoint))
         auth = parse_device_authorization(
-            response.status_code, response.headers, response.content, now=started
+            reply.status, reply.headers, reply.body, now=reply.started
         )
         await _call(self._on_prompt, auth)
         interval = max(auth.interval, _MIN_POLL_INTERVAL)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import secrets
 from collections.abc import Mapping
@@ -236,8 +237,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if re.fullmatch(r"\d{1,10}", value):
-        return min(float(value), _MAX_RETRY_AFTER)
+    if re.fullmatch(r"\d+", value):
+        return min(float(value), _MAX_RETRY_AFTER)  # float(): no digit limit; huge -> inf
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -286,12 +287,14 @@ def classify_error(
 
 
 def _number(value: object) -> float | None:
+    """A non-negative finite number of seconds, or None. Python's json accepts NaN and
+    Infinity: a NaN expiry would never compare as due, so a refresh would run on every call."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
     if isinstance(value, str) and re.fullmatch(r"\d{1,10}", value):
         return float(value)  # Microsoft's v1 endpoint sends numbers as strings
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
     return None
 
 
@@ -406,7 +409,9 @@ def authorization_url(
 def parse_redirect(query: str, expected_state: str) -> str:
     """The code from the redirect's query string; raises OAuth2Error on error or bad state."""
     params = dict(parse_qsl(query, keep_blank_values=True))
-    if not secrets.compare_digest(params.get("state", ""), expected_state):
+    # compare_digest refuses non-ASCII str (TypeError): compare the UTF-8 bytes.
+    received = params.get("state", "").encode("utf-8", "surrogatepass")
+    if not secrets.compare_digest(received, expected_state.encode("utf-8", "surrogatepass")):
         # RFC 6749 §10.12: a redirect without our state is a CSRF attempt, not a login.
         raise OAuth2Error("invalid_state", "the redirect's state does not match the request")
     if "error" in params:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 
 from trio_mailoauth.errors import OAuth2Error, TemporaryOAuth2Error
-from trio_mailoauth.oauth.grants import Endpoint, MailServer
+from trio_mailoauth.oauth.grants import Endpoint, MailServer, _decode_json
+from trio_mailoauth.oauth.refresh import read_capped
 from trio_mailoauth.oauth.tokens import AccessToken, TokenProvider
 
 if TYPE_CHECKING:
@@ -180,40 +181,54 @@ async def discover(
     http: httpx.AsyncClient | None = None,
 ) -> Endpoint:
     """An endpoint from ``<issuer>/.well-known/openid-configuration`` (OpenID Connect
-    Discovery), falling back to ``/.well-known/oauth-authorization-server`` (RFC 8414)."""
+    Discovery), falling back to ``/.well-known/oauth-authorization-server`` (RFC 8414).
+
+    The metadata's ``issuer`` must be ``issuer_url`` (OIDC Discovery §4.3, RFC 8414 §3.3):
+    otherwise a document served for another issuer could send our secrets elsewhere.
+    """
     base = issuer_url.rstrip("/")
     client = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0))
     try:
         metadata = None
         for suffix in ("openid-configuration", "oauth-authorization-server"):
             try:
-                response = await client.get(f"{base}/.well-known/{suffix}")
+                async with client.stream("GET", f"{base}/.well-known/{suffix}") as response:
+                    body = await read_capped(response)
             except httpx.HTTPError as exc:
                 raise TemporaryOAuth2Error(
                     "network_error", f"discovery at {base}: {type(exc).__name__}"
                 ) from None
             if response.status_code == 200:
-                metadata = response.json()
+                metadata = _decode_json(body)
                 break
             if response.status_code >= 500:
                 raise TemporaryOAuth2Error(f"http_{response.status_code}", f"discovery at {base}")
     finally:
         if http is None:
             await client.aclose()
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("token_endpoint"), str):
+    if metadata is None or not isinstance(metadata.get("token_endpoint"), str):
         raise OAuth2Error("discovery_failed", f"no usable metadata at {base}/.well-known/")
+    issuer = metadata.get("issuer")
+    if not isinstance(issuer, str) or issuer.rstrip("/") != base:
+        raise OAuth2Error("discovery_failed", f"the metadata at {base} is for another issuer")
     methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-    auth: Literal["basic", "post"] = "basic" if "client_secret_basic" in methods else "post"
+    auth: Literal["basic", "post"] = (
+        "basic" if isinstance(methods, list) and "client_secret_basic" in methods else "post"
+    )
     return generic(
-        token_url=metadata["token_endpoint"],
+        token_url=str(metadata["token_endpoint"]),
         client_id=client_id,
         client_secret=client_secret,
         scopes=scopes,
-        authorization_url=metadata.get("authorization_endpoint"),
-        device_authorization_url=metadata.get("device_authorization_endpoint"),
+        authorization_url=_url(metadata.get("authorization_endpoint")),
+        device_authorization_url=_url(metadata.get("device_authorization_endpoint")),
         client_auth=auth,
         mechanism=mechanism,
     )
+
+
+def _url(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def endpoint_sasl(

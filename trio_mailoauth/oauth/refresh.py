@@ -31,8 +31,8 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
@@ -48,6 +48,7 @@ from trio_mailoauth.errors import (
     TemporaryOAuth2Error,
 )
 from trio_mailoauth.oauth.grants import (
+    MAX_RESPONSE_BYTES,
     Endpoint,
     TokenRequest,
     TokenResponse,
@@ -85,7 +86,7 @@ class ProviderStats:
     invalidations: int = 0  # invalidate() calls that dropped the current token
 
 
-def _failure_kind(error: BaseException) -> str:
+def _failure_kind(error: OAuth2Error) -> str:
     if isinstance(error, InteractionRequiredError):
         return "interaction_required"
     if isinstance(error, InvalidGrantError):
@@ -97,15 +98,49 @@ def _failure_kind(error: BaseException) -> str:
     return "other"
 
 
-def _clone(error: BaseException) -> BaseException:
-    """A copy of an OAuth2Error for one more waiter (raising one object from thousands of
-    tasks would grow its traceback with every raise)."""
-    if not isinstance(error, OAuth2Error):
-        return error
+def _clone(error: OAuth2Error) -> OAuth2Error:
+    """A copy of the flight's error for one more waiter (raising one object from thousands of
+    tasks would grow its traceback with every raise). It keeps the original's cause."""
     copy = type(error).__new__(type(error))
     copy.__dict__.update(error.__dict__)
     copy.args = error.args
+    copy.__cause__ = error.__cause__
+    copy.__suppress_context__ = error.__suppress_context__
     return copy
+
+
+def _typed(error: Exception) -> OAuth2Error:
+    """The error every caller of a failed refresh gets: OAuth2Errors as they are, anything
+    else (a store that cannot decrypt, a bug) wrapped so callers need to catch one type."""
+    if isinstance(error, OAuth2Error):
+        return error
+    wrapped = OAuth2Error("refresh_failed", f"{type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+async def read_capped(response: httpx.Response) -> bytes:
+    """A streamed response's body, up to MAX_RESPONSE_BYTES + 1 bytes: enough for the parser
+    to see that it is too big, without buffering whatever a broken server sends."""
+    body = bytearray()
+    # Breaking off leaves httpx's body generators to the garbage collector; closing the
+    # stream (the caller's ``async with client.stream(...)``) closes the connection.
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            del body[MAX_RESPONSE_BYTES + 1 :]
+            break
+    return bytes(body)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A token endpoint's answer (``started``: when the request began, POSIX time)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+    started: float
 
 
 class _Flight:
@@ -114,7 +149,7 @@ class _Flight:
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.token: AccessToken | None = None
-        self.error: BaseException | None = None
+        self.error: OAuth2Error | None = None
 
 
 class CachingTokenProvider:
@@ -158,6 +193,8 @@ class CachingTokenProvider:
             try:  # proactive: this caller leads; everyone else keeps the valid token
                 return await self._lead(current)
             except OAuth2Error as exc:
+                if self._current is None:  # invalidated meanwhile: a server rejected it
+                    raise
                 logger.warning("%r: early refresh failed (%s); serving the valid token", self, exc)
                 remaining = (current.expires_at or now) - now
                 self._refresh_at = now + min(30.0, max(remaining / 2, 1.0))
@@ -219,14 +256,19 @@ class CachingTokenProvider:
                 scope.deadline = anyio.current_time() + self._refresh_timeout
                 try:
                     flight.token = await self._fetch(stale)
-                except BaseException as exc:
-                    flight.error = exc
-            if flight.token is None and flight.error is None:  # the deadline hit
+                except Exception as exc:
+                    flight.error = _typed(exc)
+            # Only our own deadline can cancel inside the shield; its Cancelled stops here.
+            if scope.cancelled_caught:
                 flight.error = TemporaryOAuth2Error(
                     "timeout", f"no token after {self._refresh_timeout:g} s"
                 )
         finally:
             self._flight = None
+            if flight.token is None and flight.error is None:
+                # A BaseException (KeyboardInterrupt...) is leaving the leader: the waiters
+                # still get an answer instead of waiting forever.
+                flight.error = OAuth2Error("refresh_aborted", "the refreshing task was aborted")
             if flight.error is not None:
                 self._record_failure(flight.error)
             elif flight.token is not None:
@@ -246,7 +288,7 @@ class CachingTokenProvider:
         self._last_temporary = None
         self._refresh_at = self._plan_refresh(token)
 
-    def _record_failure(self, error: BaseException) -> None:
+    def _record_failure(self, error: OAuth2Error) -> None:
         self.stats.failures[_failure_kind(error)] += 1
         if isinstance(error, TemporaryOAuth2Error):
             self._failures_in_row += 1
@@ -255,8 +297,7 @@ class CachingTokenProvider:
                 delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (self._failures_in_row - 1))
             self._not_before = self._clock() + delay
             self._last_temporary = error
-        if isinstance(error, OAuth2Error):
-            logger.warning("%r: token request failed: %s", self, error)
+        logger.warning("%r: token request failed: %s", self, error)
 
     def _plan_refresh(self, token: AccessToken) -> float:
         if token.refresh_on is not None:
@@ -286,8 +327,8 @@ class CachingTokenProvider:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
         return self._http
 
-    async def _send(self, request: TokenRequest) -> tuple[httpx.Response, float]:
-        """POST one request; network trouble becomes TemporaryOAuth2Error. (response, start)."""
+    async def _send(self, request: TokenRequest) -> _Reply:
+        """POST one request; network trouble becomes TemporaryOAuth2Error."""
         started = self._clock()
         self.stats.requests += 1
         logger.debug("%r: %s request to %s", self, request.grant, request.url)
@@ -295,23 +336,25 @@ class CachingTokenProvider:
         if request.basic_auth is not None:
             auth = httpx.BasicAuth(*request.basic_auth)
         try:
-            response = await self._client().post(
+            async with self._client().stream(
+                "POST",
                 request.url,
                 data=dict(request.form),
                 auth=auth,
                 headers={"Accept": "application/json"},
-            )
+            ) as response:
+                body = await read_capped(response)
         except httpx.HTTPError as exc:
             # `from None`: the httpx exception holds the request, and the request its form.
             raise TemporaryOAuth2Error(
                 "network_error", f"{type(exc).__name__} talking to {request.url}: {exc}"
             ) from None
-        return response, started
+        return _Reply(response.status_code, response.headers, body, started)
 
     async def _post(self, request: TokenRequest) -> TokenResponse:
-        response, started = await self._send(request)
+        reply = await self._send(request)
         parsed = parse_token_response(
-            response.status_code, response.headers, response.content, started=started
+            reply.status, reply.headers, reply.body, started=reply.started
         )
         self.stats.refreshes += 1
         return parsed
@@ -395,9 +438,19 @@ class RefreshTokenProvider(CachingTokenProvider):
                 return await self._refresh(latest, retried=True)
             raise
         new = StoredTokens(response.refresh_token or record.refresh_token, response.access_token)
-        if not await self.store.save(self.key, new, record.version):
-            # Someone wrote after we read, although we held the lease (it expired?). Ours is
-            # what the server issued last: the rotated-out token in the store is dead.
-            latest = await self.store.load(self.key)
-            await self.store.save(self.key, new, latest.version)
+        await self._save_newest(new, record.version, rotated=response.refresh_token is not None)
         return response.access_token
+
+    async def _save_newest(self, tokens: StoredTokens, version: int, *, rotated: bool) -> None:
+        """Persist what the server issued last, before anyone uses its access token.
+
+        ``version`` is the one read before the grant. The compare-and-swap only fails when
+        someone wrote since, although we hold the lease (it expired?). A refresh token the
+        server just issued (``rotated``) is the newest one: write it over whatever is there.
+        One that did not rotate is not: keep the refresh token found in the store then.
+        """
+        while not await self.store.save(self.key, tokens, version):
+            latest = await self.store.load(self.key)
+            version = latest.version
+            if not rotated:
+                tokens = replace(tokens, refresh_token=latest.refresh_token)

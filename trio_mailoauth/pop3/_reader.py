@@ -137,10 +137,15 @@ def unstuff(line: bytes) -> bytes:
     return line[1:] if line.startswith(b".") else line
 
 
+def _is_number(word: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts "²" or "١", which int() refuses or reads.
+    return word.isascii() and word.isdigit()
+
+
 def parse_stat(text: str) -> tuple[int, int]:
     """STAT's ``+OK`` text: ``count size`` (RFC 1939 §5; more words may follow)."""
     words = text.split()
-    if len(words) < 2 or not (words[0].isdigit() and words[1].isdigit()):
+    if len(words) < 2 or not (_is_number(words[0]) and _is_number(words[1])):
         raise RemoteProtocolError(f"malformed STAT answer: {text[:40]!r}")
     return int(words[0]), int(words[1])
 
@@ -149,10 +154,10 @@ def parse_listing_line(keyword: str, line: bytes | str) -> tuple[int, str]:
     """``n value`` from a LIST/UIDL body line or single-line answer; value is the 2nd word."""
     text = _decode(line) if isinstance(line, bytes) else line
     words = text.split()
-    if len(words) < 2 or not words[0].isdigit() or int(words[0]) < 1:
+    if len(words) < 2 or not _is_number(words[0]) or int(words[0]) < 1:
         raise RemoteProtocolError(f"malformed {keyword} line: {text[:40]!r}")
     value = words[1]
-    if keyword == "LIST" and not value.isdigit():
+    if keyword == "LIST" and not _is_number(value):
         raise RemoteProtocolError(f"malformed {keyword} size: {text[:40]!r}")
     return int(words[0]), value
 

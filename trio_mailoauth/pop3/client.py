@@ -29,6 +29,7 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any, ClassVar, Protocol, overload
 
 from trio_mailoauth._client import DEFAULT_CONNECT_TIMEOUT, BaseClient, ClientState, Opener
@@ -173,9 +174,16 @@ class POP3Client(BaseClient[POP3Connection]):
             if event is NEED_DATA:
                 event = await self._next_event()
             if type(event) is MessageData:
-                result = write(event.data)
-                if inspect.isawaitable(result):
-                    await result
+                try:
+                    result = write(event.data)
+                    if inspect.isawaitable(result):
+                        await result
+                except BaseException as exc:
+                    # The rest of the message is unread: the connection is out of step,
+                    # whatever the sink raised (a round trip lets our own refusals and
+                    # LocalProtocolError through without breaking it).
+                    await self._break(exc)
+                    raise
             elif type(event) is MessageEnd:
                 return event.size
             else:  # pragma: no cover - the core emits nothing else inside a message
@@ -238,6 +246,26 @@ class POP3Client(BaseClient[POP3Connection]):
             await self._stream.aclose()
         if isinstance(reply, ErrResponse):
             raise POP3ResponseError(reply.text, reply.code)
+
+    async def abort(self) -> None:
+        """Close without QUIT: the server deletes nothing this session marked (RFC 1939 §6)."""
+        if self._state is ClientState.CLOSED:
+            return
+        self._state = ClientState.CLOSED
+        await self._stream.aclose()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # QUIT commits deletions. Leaving the block because of an exception is no confirmation
+        # that the messages marked for deletion were stored: end the session without it.
+        if exc is not None:
+            await self.abort()
+        else:
+            await self.aclose()
 
     # --- commands -------------------------------------------------------------------------
 
@@ -321,8 +349,9 @@ class POP3Client(BaseClient[POP3Connection]):
         return b"".join(chunks)
 
     async def dele(self, number: int) -> None:
-        """DELE: mark ``number`` deleted. Only :meth:`quit` deletes; an aborted session
-        (connection lost, :meth:`aclose` after an error) deletes nothing."""
+        """DELE: mark ``number`` deleted. Only QUIT deletes: :meth:`quit`, :meth:`aclose`, or
+        leaving ``async with`` normally. Leaving it because of an exception, or a broken
+        session (connection lost, cancelled, a protocol error), deletes nothing."""
         await self._simple(Dele(number))
 
     async def rset(self) -> None:
@@ -379,9 +408,12 @@ class POP3Client(BaseClient[POP3Connection]):
         while True:
             # The previous message is confirmed (the caller came back for more): DELE it
             # first, then top up the window with RETRs.
+            # Each command joins in_flight only once the core took it: retrieve() reads an
+            # answer for everything in in_flight, and waiting for one never sent would hang.
             if confirmed is not None and len(in_flight) < window:
-                in_flight.append(Dele(confirmed))
-                self._conn.send(in_flight[-1])
+                dele = Dele(confirmed)
+                self._conn.send(dele)
+                in_flight.append(dele)
                 confirmed = None
             # Top up from half empty to full: one write carries many commands.
             if len(in_flight) <= window // 2:
@@ -390,8 +422,9 @@ class POP3Client(BaseClient[POP3Connection]):
                     if number is None:
                         exhausted = True
                         break
-                    in_flight.append(Retr(number))
-                    self._conn.send(in_flight[-1])
+                    retr = Retr(number)
+                    self._conn.send(retr)
+                    in_flight.append(retr)
             if not in_flight:  # a confirmed DELE would have gone out above
                 return
             command = in_flight[0]

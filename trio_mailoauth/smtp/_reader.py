@@ -46,7 +46,7 @@ MAX_REPLY_LINES = 256
 MAX_REPLY_BYTES = 64 * 1024
 
 # "5.7.8 " at the start of a line: class 2/4/5, subject and detail of 1-3 digits (RFC 3463).
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 
 # An EHLO keyword (RFC 5321 §4.1.1.1): a letter or digit, then letters, digits and dashes.
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -172,7 +172,8 @@ def size_limit(extensions: Mapping[str, tuple[str, ...]]) -> int | None:
     """The SIZE limit in octets, or None: no SIZE, ``SIZE`` alone or ``SIZE 0`` (RFC 1870 §4:
     no fixed maximum), or a value we cannot read."""
     params = extensions.get("SIZE")
-    if not params or not params[0].isdigit() or len(params[0]) > 20:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not params or not params[0].isascii() or not params[0].isdigit() or len(params[0]) > 20:
         return None
     limit = int(params[0])
     return limit or None

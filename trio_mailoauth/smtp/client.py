@@ -17,6 +17,7 @@ Dovecot 2.3 submission crashes on it (see _state.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import ssl
@@ -41,6 +42,7 @@ from trio_mailoauth.errors import (
     MailOAuthError,
     RemoteProtocolError,
     SMTPResponseError,
+    SMTPTransientError,
     TLSError,
 )
 from trio_mailoauth.sasl import SASLFlow, SASLMechanism, classify_failure
@@ -188,9 +190,17 @@ class SMTPClient(BaseClient[SMTPConnection]):
     # --- the I/O loop helpers ---------------------------------------------------------------
 
     async def _read_reply(self) -> Reply:
+        """The next reply; a 421 (the server is closing the channel) breaks the connection
+        and raises SMTPTransientError, whatever command it answered."""
         event = await self._next_event()
         if not isinstance(event, Reply):
             raise RemoteProtocolError(f"expected an SMTP reply, got {type(event).__name__}")
+        if self._conn.state is State.CLOSING:
+            # 421 (RFC 5321 §3.8): nothing more will work on this connection. A refusal
+            # would leave it OK, and every later command would fail as a local error.
+            error = _refusal(event)
+            await self._break(error)
+            raise error
         return event
 
     async def _command(self, command: Command) -> Reply:
@@ -363,6 +373,10 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 or not all(r.isascii() for r in recipients)
                 or not _header_block(content).isascii()
             )
+        if not smtputf8 and not all(r.isascii() for r in recipients):
+            # Checked here, not only by the core at RCPT time: MAIL would be on its way by
+            # then, and the connection out of step with the server.
+            raise LocalProtocolError("a non-ASCII recipient address needs SMTPUTF8")
         if smtputf8 and not self.has_extension("SMTPUTF8"):
             raise LocalProtocolError(
                 "the message needs SMTPUTF8 (a non-ASCII address or header) and "
@@ -401,33 +415,24 @@ class SMTPClient(BaseClient[SMTPConnection]):
         self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
     ) -> SendResult:
         async with self._round_trip():
-            try:
-                if self.has_extension("PIPELINING"):
-                    mail_reply, rcpt_replies, final = await self._pipelined(
-                        mail, rcpts, content, use_bdat
-                    )
-                else:
-                    mail_reply, rcpt_replies, final = await self._step_by_step(
-                        mail, rcpts, content, use_bdat
-                    )
-                error = _transaction_error(mail_reply, rcpts, rcpt_replies, final)
-                if error is not None:
-                    await self._command(Rset())  # whatever the server kept, it is gone now
-                    raise error
-            except SMTPResponseError as exc:
-                if self._conn.state is State.CLOSING:
-                    # 421: the server is closing the channel; nothing more will work.
-                    await self._break(exc)
-                raise
+            if self.has_extension("PIPELINING"):
+                mail_reply, rcpt_replies, final = await self._pipelined(
+                    mail, rcpts, content, use_bdat
+                )
+            else:
+                mail_reply, rcpt_replies, final = await self._step_by_step(
+                    mail, rcpts, content, use_bdat
+                )
+            error = _transaction_error(mail_reply, rcpts, rcpt_replies, final)
+            if error is not None:
+                # Whatever the server kept, it is gone now. A 421 to the RSET breaks the
+                # connection (see _read_reply); the refusal that matters is still ``error``.
+                with contextlib.suppress(SMTPTransientError):
+                    await self._command(Rset())
+                raise error
         assert final is not None
         replies = {rcpt.recipient: reply for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)}
         return SendResult(mail.sender, replies, final)
-
-    async def _reply_in_transaction(self) -> Reply:
-        reply = await self._read_reply()
-        if reply.code == 421:
-            raise _refusal(reply)
-        return reply
 
     async def _pipelined(
         self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
@@ -442,7 +447,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
             conn.send(chunk)
         if not use_bdat:
             conn.send(Data())
-        read = self._reply_in_transaction
+        read = self._read_reply
         mail_reply = await read()
         rcpt_replies = [await read() for _ in rcpts]
         final: Reply | None = None
@@ -466,7 +471,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
     ) -> tuple[Reply, list[Reply], Reply | None]:
         """Without PIPELINING: each command waits for the reply to the one before."""
         conn = self._conn
-        read = self._reply_in_transaction
+        read = self._read_reply
         conn.send(mail)
         mail_reply = await read()
         rcpt_replies: list[Reply] = []
@@ -526,13 +531,16 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 temporary=event.is_transient,
                 permanent=_auth_failure_is_permanent(event),
             )
-            raise AuthenticationError(
+            error = AuthenticationError(
                 str(refusal),
                 mechanism=flow.mechanism,
                 kind=kind,
                 detail=flow.error_detail,
                 response=refusal,
             )
+            if self._conn.state is State.CLOSING:
+                await self._break(error)  # 421: see _read_reply
+            raise error
 
 
 def _header_block(content: bytes) -> bytes:
