@@ -16,7 +16,7 @@ from trio_mailoauth.errors import (
 )
 from trio_mailoauth.imap import IMAPClient, open_imap
 from trio_mailoauth.imap import session as session_module
-from trio_mailoauth.imap.events import Exists, StatusResponse
+from trio_mailoauth.imap.events import Exists, Expunge, Recent, StatusResponse
 
 CAPS = b"IMAP4rev1 IDLE MOVE UIDPLUS ID"
 PREAUTH: Step = Send(b"* PREAUTH [CAPABILITY " + CAPS + b"] ready\r\n")
@@ -303,3 +303,33 @@ async def test_logout_inside_own_idle_is_refused() -> None:
                     await imap.logout()
         await imap.aclose()
     assert server.finished, (server.errors, server.received)
+
+
+async def test_a_poller_that_never_drains_keeps_one_exists_and_recent() -> None:
+    # Every poll brings a new EXISTS and RECENT; a newer one supersedes the older, so the
+    # queue stays small. An EXPUNGE in between keeps the EXISTS before it (order matters).
+    polls = 50
+    script: list[Step] = [
+        PREAUTH,
+        Expect(b'A1 SELECT "INBOX"'),
+        Send(b"* 0 EXISTS\r\nA1 OK [READ-WRITE] done\r\n"),
+    ]
+    for n in range(1, polls + 1):
+        script += [
+            Expect(f"A{n + 1} SEARCH ALL".encode()),
+            Send(f"* {n} EXISTS\r\n* {n} RECENT\r\n* SEARCH\r\nA{n + 1} OK done\r\n".encode()),
+        ]
+    script += [
+        Expect(f"A{polls + 2} SEARCH ALL".encode()),
+        Send(f"* 2 EXPUNGE\r\n* 60 EXISTS\r\n* SEARCH\r\nA{polls + 2} OK done\r\n".encode()),
+        *LOGOUT,
+    ]
+    async with scripted_server(script) as server:
+        imap = await connect(server.port)
+        with trio.fail_after(10):
+            await imap.select("INBOX")
+            for _ in range(polls + 1):
+                assert await imap.search("ALL") == []
+        events = imap.drain_events()
+        await imap.aclose()
+    assert events == [Exists(polls), Recent(polls), Expunge(2), Exists(60)]

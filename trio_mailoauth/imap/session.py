@@ -71,6 +71,9 @@ __all__ = ["IMAPSession"]
 # (a LIST of 100,000 mailboxes, a FETCH collected by another task's read).
 MAX_UNTAGGED: Final = 100_000
 
+# Unsolicited events whose newer instance supersedes an older one (see ``_keep``).
+_SUPERSEDING: Final = (Exists, Recent, Flags)
+
 # What each command collects besides its tagged response: untagged data of these kinds goes
 # to the oldest command in flight that collects it. Two commands collecting the same kind
 # are never in flight together (their data would be ambiguous), so the second waits.
@@ -139,6 +142,19 @@ class IMAPSession(BaseClient[IMAPConnection]):
         return events
 
     def _keep(self, event: Event) -> None:
+        if isinstance(event, _SUPERSEDING):
+            # EXISTS, RECENT and FLAGS carry absolute values: a newer one makes an older one
+            # of its kind redundant when only such events stand between them (an EXPUNGE, a
+            # FETCH or anything else in between keeps the order meaningful). So a poller
+            # that searches and fetches for days without draining keeps one of each, not
+            # one per poll, and never meets the cap below.
+            for index in range(len(self._unsolicited) - 1, -1, -1):
+                queued = self._unsolicited[index]
+                if not isinstance(queued, _SUPERSEDING):
+                    break
+                if type(queued) is type(event):
+                    del self._unsolicited[index]
+                    break
         if len(self._unsolicited) >= MAX_UNTAGGED:
             raise RemoteProtocolError(
                 f"more than {MAX_UNTAGGED} unsolicited responses arrived without being drained"
