@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -153,6 +154,149 @@ def test_a_failed_start_says_why_and_leaves_nothing_behind(
     found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", str(excinfo.value))
     assert found is not None
     assert servers_module._ports_free(Ports.from_base(int(found[1]) - 80))
+
+
+# --- stale instances (owner killed) ---------------------------------------------------------
+
+
+def test_owner_record_liveness(tmp_path: Path) -> None:
+    base = tmp_path / "tmo-x"
+    me = servers_module._owner_record()
+    assert not servers_module._owner_gone(me, base)
+    assert servers_module._owner_gone({**me, "start": me["start"] - 1}, base)  # a reused pid
+    assert servers_module._owner_gone({**me, "boot": "another boot"}, base)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert servers_module._owner_gone({**me, "pid": child.pid}, base)
+    assert not servers_module._owner_gone({}, base)  # detached without a state file
+
+
+def test_a_detached_instance_is_stale_only_when_its_state_file_lets_go(tmp_path: Path) -> None:
+    base, state_file = tmp_path / "tmo-x", tmp_path / "state.json"
+    record = {"state_file": str(state_file)}
+    state_file.write_text(json.dumps({"base_dir": str(base)}))
+    assert not servers_module._owner_gone(record, base)
+    state_file.write_text(json.dumps({"base_dir": str(tmp_path / "tmo-y")}))  # a later start
+    assert servers_module._owner_gone(record, base)
+    state_file.unlink()  # `stop`
+    assert servers_module._owner_gone(record, base)
+
+
+_CHILD = """
+import json, os, signal, sys
+from trio_mailoauth.testing.servers import MailServers
+servers = MailServers.start()
+print(servers.layout.base, servers.ports.base, flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[1] == "detach":  # like the CLI's start
+    with open(sys.argv[2], "w") as f:
+        json.dump(servers.state(), f)
+    servers.detach(state_file=sys.argv[2])
+    os._exit(0)
+sys.stdin.read()
+servers.stop()
+"""
+
+
+def _start_in_child(mode: str, *args: str) -> tuple[subprocess.Popen[str], Path, int]:
+    """Servers started by another Python process; (process, base dir, port base)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop(servers_module.PORT_BASE_ENV, None)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, mode, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        child.communicate()
+        raise AssertionError(f"the child could not start servers (exit {child.returncode})")
+    base, port_base = line.split()
+    return child, Path(base), int(port_base)
+
+
+def _pids(base: Path) -> dict[str, int | None]:
+    oauth = json.loads((base / "run" / "oauth-state.json").read_text())["pid"]
+    return {
+        "dovecot": servers_module._read_pid(base / "run" / "master.pid"),
+        "postfix": servers_module._read_pid(base / "spool" / "pid" / "master.pid"),
+        "oauth": oauth,
+    }
+
+
+@pytest.mark.integration
+def test_a_new_start_reaps_instances_whose_owner_was_killed(
+    monkeypatch: pytest.MonkeyPatch, mail_servers: MailServers
+) -> None:
+    # Requests mail_servers so it runs where the servers can run (root, packages installed).
+    monkeypatch.delenv(servers_module.PORT_BASE_ENV, raising=False)
+    # The live one first: its start would reap the killed one's instance otherwise.
+    live, live_base, live_ports = _start_in_child("wait")
+    try:
+        live_pids = _pids(live_base)
+        killed, killed_base, killed_ports = _start_in_child("kill")
+        killed.communicate(timeout=10)
+        assert killed.returncode == -signal.SIGKILL
+        killed_pids = _pids(killed_base)
+        assert all(p is not None and servers_module._pid_alive(p) for p in killed_pids.values())
+
+        with MailServers.start() as again:
+            # The killed owner's servers are gone, and so is its dir; its ports are free (the
+            # first free base: this start took it, unless a parallel run did meanwhile).
+            assert not killed_base.exists()
+            assert not any(p and servers_module._pid_alive(p) for p in killed_pids.values())
+            assert again.ports.base == killed_ports or servers_module._ports_free(
+                Ports.from_base(killed_ports)
+            )
+        # A live owner's instance (and the session's) is untouched.
+        assert all(p is not None and servers_module._pid_alive(p) for p in live_pids.values())
+        live_listening = Ports.from_base(live_ports).listening().values()
+        assert all(servers_module._port_open("127.0.0.1", port) for port in live_listening)
+        assert all(mail_servers.running().values())
+    finally:
+        live.communicate(timeout=60)  # closes its stdin: it stops its servers
+    assert not live_base.exists()
+
+
+@pytest.mark.integration
+def test_a_detached_instance_lives_as_long_as_its_state_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mail_servers: MailServers
+) -> None:
+    monkeypatch.delenv(servers_module.PORT_BASE_ENV, raising=False)
+    state_file = tmp_path / "state.json"
+    child, base, port_base = _start_in_child("detach", str(state_file))
+    child.communicate(timeout=30)
+    assert child.returncode == 0
+    pids, state = _pids(base), json.loads(state_file.read_text())
+    try:
+        assert base not in servers_module._reap_stale()  # its owner is gone, its file is not
+        assert all(p is not None and servers_module._pid_alive(p) for p in pids.values())
+        state_file.unlink()  # as if `stop` had forgotten it: nothing else refers to it now
+        assert base in servers_module._reap_stale()
+        assert not any(p and servers_module._pid_alive(p) for p in pids.values())
+        assert not base.exists()
+        assert servers_module._ports_free(Ports.from_base(port_base))
+    finally:
+        if base.exists():
+            MailServers.from_state(state).stop()
+
+
+@pytest.mark.integration
+def test_a_kept_dir_is_not_reaped(mail_servers: MailServers) -> None:
+    servers = MailServers.start()
+    try:
+        assert servers.layout.owner.exists()
+        servers.stop(keep=True)
+        assert not servers.layout.owner.exists()
+        assert servers.layout.base not in servers_module._reap_stale()
+        assert (servers.layout.log / "dovecot.log").exists()
+    finally:
+        shutil.rmtree(servers.layout.base, ignore_errors=True)
 
 
 # --- a line-oriented client for raw protocol checks ------------------------------------------

@@ -37,7 +37,7 @@ def _start(path: Path, keep: bool) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(state, f, indent=2)
-    servers.detach()
+    servers.detach(state_file=path)  # reaped by a later start once this file lets go of it
     print(json.dumps(state, indent=2))
     return 0
 

@@ -119,6 +119,10 @@ class Layout:
         return self.base / "pfdata"
 
     @property
+    def owner(self) -> Path:  # who started the servers (servers._reap_stale reads it)
+        return self.base / "owner.json"
+
+    @property
     def dovecot_conf(self) -> Path:
         return self.etc / "dovecot.conf"
 

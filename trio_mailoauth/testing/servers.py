@@ -306,6 +306,113 @@ def _claim_ports() -> tuple[Ports, IO[bytes]]:
     raise HarnessError(f"no free port base among {bases} (set {PORT_BASE_ENV} to choose one)")
 
 
+# --- stale instances --------------------------------------------------------------------------
+#
+# Dovecot and Postfix daemonize: when the process that started a harness is killed (SIGKILL, a
+# CI timeout), they keep running and keep a port base busy. So `start` records the owner in
+# BASE/owner.json, and every `start` first reaps the instances whose owner is gone:
+#
+# - {"pid", "start", "boot"}: an owning process, identified by pid, its start time (field 22 of
+#   /proc/<pid>/stat) and the boot id, so a reused pid is not taken for the owner. Stale once
+#   no live process matches all three.
+# - {"state_file": path}: detached by the CLI's `start` (`detach(state_file=...)`), which exits
+#   at once; the state file is what owns the instance. Stale once that file is gone or names
+#   another base dir (`stop` removes it, a later `start` overwrites it), never while it still
+#   names this one.
+# - {}: detached without a state file: never reaped (stop it with `from_state(...).stop()`).
+#
+# Only dirs holding an owner record are considered: older harnesses and the standalone OAuth2
+# server's /tmp/tmo-oauth-* have none. A pid read from a stale instance's pid files is signalled
+# only if that process names the base dir (see `_ours`).
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks since boot); None if gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] in {"Z", "X"} else int(fields[19])
+
+
+def _owner_record() -> dict[str, Any]:
+    return {"pid": os.getpid(), "start": _start_time(os.getpid()), "boot": _boot_id()}
+
+
+def _write_owner(layout: Layout, record: Mapping[str, Any]) -> None:
+    tmp = layout.owner.with_name("owner.json.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, layout.owner)  # atomic: a reaper never reads half a record
+
+
+def _owner_gone(record: Mapping[str, Any], base: Path) -> bool:
+    if "state_file" in record:
+        try:
+            state = json.loads(Path(record["state_file"]).read_text())
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False  # unreadable: it may still refer to us
+        return not isinstance(state, dict) or state.get("base_dir") != str(base)
+    if "pid" not in record:
+        return False
+    if record.get("boot") != _boot_id():
+        return True
+    return _start_time(int(record["pid"])) != record.get("start")
+
+
+def _ours(pid: int | None, base: Path) -> int | None:
+    """``pid`` if that process names ``base`` in its command line or environment (Dovecot's
+    ``-c``, Postfix's ``MAIL_CONFIG``, the OAuth2 server's ``--state-file``), else None."""
+    if pid is None:
+        return None
+    needle = str(base).encode() + b"/"
+    for name in ("cmdline", "environ"):
+        with contextlib.suppress(OSError):
+            if needle in Path(f"/proc/{pid}/{name}").read_bytes():
+                return pid
+    return None
+
+
+def _reap_stale(root: Path = Path("/tmp")) -> list[Path]:  # noqa: S108 - where start() puts them
+    """Stop and remove every instance under ``root`` whose owner is gone; their base dirs."""
+    reaped = []
+    for base in sorted(root.glob("tmo-*")):
+        layout = Layout(base)
+        try:
+            if base.is_symlink() or base.stat().st_uid != os.geteuid():
+                continue
+            lock = layout.owner.open("rb")
+        except OSError:
+            continue
+        with lock:
+            try:
+                # Two starts reaping at once: one does it, the other skips this dir.
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                record = json.load(lock)
+                if not isinstance(record, dict) or not _owner_gone(record, base):
+                    continue
+                oauth_state = json.loads((layout.run / "oauth-state.json").read_text())
+            except FileNotFoundError:  # the owner died before the OAuth2 server was up
+                oauth_state = {}
+            except (OSError, ValueError):
+                continue
+            try:
+                oauth_pid = _ours(oauth_state.get("pid"), base)
+                if oauth_pid is not None:
+                    _terminate_pid(oauth_pid)
+                _stop_daemons(layout)
+            except (OSError, subprocess.SubprocessError):
+                continue  # leave the dir: the next start tries again
+            shutil.rmtree(base, ignore_errors=True)
+            reaped.append(base)
+    return reaped
+
+
 # --- the servers --------------------------------------------------------------------------------
 
 
@@ -354,6 +461,7 @@ class MailServers:
         uid, gid = _vmail_ids()
         _raise_inotify_limit()
         users = dict(USERS if users is None else users)
+        _reap_stale()  # before claiming ports: a stale instance may hold any base
         ports, lock = _claim_ports()
         base = Path(tempfile.mkdtemp(prefix="tmo-", dir="/tmp"))
         base.chmod(0o755)
@@ -362,6 +470,7 @@ class MailServers:
         launched: list[subprocess.Popen[bytes]] = []
         servers: MailServers | None = None
         try:
+            _write_owner(layout, _owner_record())
             _prepare(layout, ports, users, uid, gid, introspection_timeout_ms)
             oauth_state = layout.run / "oauth-state.json"
             oauth_log = layout.log / "oauth.log"
@@ -400,6 +509,8 @@ class MailServers:
                 _stop_daemons(layout)
                 if not keep:
                     shutil.rmtree(base, ignore_errors=True)
+                else:
+                    layout.owner.unlink(missing_ok=True)  # see stop()
                 lock.close()
             if isinstance(exc, HarnessError | OSError | subprocess.SubprocessError):
                 raise HarnessError(
@@ -430,6 +541,8 @@ class MailServers:
         _stop_daemons(self.layout)
         if not (self.keep if keep is None else keep):
             shutil.rmtree(self.layout.base, ignore_errors=True)
+        else:  # stopped, nothing left to reap: a later start must not remove the kept dir
+            self.layout.owner.unlink(missing_ok=True)
         if self._port_lock is not None:
             self._port_lock.close()
 
@@ -466,8 +579,15 @@ class MailServers:
         ports = Ports(**state["ports"])
         return cls(Layout(Path(state["base_dir"])), ports, state["users"], oauth)
 
-    def detach(self) -> None:
-        """Leave the servers running after this process exits (the CLI's ``start``)."""
+    def detach(self, state_file: Path | None = None) -> None:
+        """Leave the servers running after this process exits (the CLI's ``start``).
+
+        A later :meth:`start` then no longer reaps them when this process is gone: with
+        ``state_file`` (where the caller saved :meth:`state`), only once that file is gone or
+        names another base dir; without, never (see ``_reap_stale``).
+        """
+        record = {} if state_file is None else {"state_file": str(Path(state_file).resolve())}
+        _write_owner(self.layout, record)
         self.oauth_server.detach()
         self.oauth.close()
         self._stopped = True
@@ -629,11 +749,13 @@ def _prepare(
 
 def _stop_daemons(layout: Layout) -> None:
     """Stop Dovecot (master pid file) and Postfix (``postfix stop``), waiting for both."""
-    dovecot_pid = _read_pid(layout.run / "master.pid")
+    # Only processes naming our base dir: a stale pid file may hold a reused pid by now.
+    dovecot_pid = _ours(_read_pid(layout.run / "master.pid"), layout.base)
     if dovecot_pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(dovecot_pid, signal.SIGTERM)
     postfix_pid = _read_pid(layout.postfix_queue / "pid" / "master.pid")
+    postfix_master = _ours(postfix_pid, layout.base)  # before it exits: to wait for it below
     if postfix_pid is not None and (layout.postfix / "main.cf").exists():
         with (layout.log / "postfix.out").open("ab") as out:
             subprocess.run(
@@ -645,7 +767,7 @@ def _stop_daemons(layout: Layout) -> None:
                 timeout=30,
                 check=False,
             )
-    for pid in (dovecot_pid, postfix_pid):
+    for pid in (dovecot_pid, postfix_master):
         if pid is not None:
             _terminate_pid(pid)
 
