@@ -159,48 +159,41 @@ class Stat(Command):
 
 
 @dataclass(frozen=True)
-class List(Command):
+class _Listing(Command):
+    """LIST and UIDL: every message (multi-line), or ``number`` alone (one line)."""
+
+    number: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.number is not None:
+            _check_number(self.keyword, self.number)
+
+    def arguments(self) -> tuple[str, ...]:
+        return () if self.number is None else (str(self.number),)
+
+    @property
+    def multiline(self) -> bool:
+        return self.number is None
+
+
+@dataclass(frozen=True)
+class List(_Listing):
     """RFC 1939 LIST: sizes of all messages (multi-line), or of ``number`` (one line)."""
 
     keyword: ClassVar[str] = "LIST"
-    number: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.number is not None:
-            _check_number(self.keyword, self.number)
-
-    def arguments(self) -> tuple[str, ...]:
-        return () if self.number is None else (str(self.number),)
-
-    @property
-    def multiline(self) -> bool:
-        return self.number is None
 
 
 @dataclass(frozen=True)
-class Uidl(Command):
+class Uidl(_Listing):
     """RFC 1939 UIDL: unique ids of all messages (multi-line), or of ``number`` (one line)."""
 
     keyword: ClassVar[str] = "UIDL"
-    number: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.number is not None:
-            _check_number(self.keyword, self.number)
-
-    def arguments(self) -> tuple[str, ...]:
-        return () if self.number is None else (str(self.number),)
-
-    @property
-    def multiline(self) -> bool:
-        return self.number is None
 
 
 @dataclass(frozen=True)
-class Retr(Command):
-    """RFC 1939 RETR: the message, streamed as MessageStart, MessageData..., MessageEnd."""
+class _OneMessage(Command):
+    """A command about one message, by its number."""
 
-    keyword: ClassVar[str] = "RETR"
     number: int
 
     def __post_init__(self) -> None:
@@ -209,21 +202,27 @@ class Retr(Command):
     def arguments(self) -> tuple[str, ...]:
         return (str(self.number),)
 
+
+@dataclass(frozen=True)
+class Retr(_OneMessage):
+    """RFC 1939 RETR: the message, streamed as MessageStart, MessageData..., MessageEnd."""
+
+    keyword: ClassVar[str] = "RETR"
+
     @property
     def multiline(self) -> bool:
         return True
 
 
 @dataclass(frozen=True)
-class Top(Command):
+class Top(_OneMessage):
     """RFC 1939 TOP: the header, a blank line and the first ``lines`` body lines (streamed)."""
 
     keyword: ClassVar[str] = "TOP"
-    number: int
     lines: int
 
     def __post_init__(self) -> None:
-        _check_number(self.keyword, self.number)
+        super().__post_init__()
         if isinstance(self.lines, bool) or not isinstance(self.lines, int) or self.lines < 0:
             raise LocalProtocolError(f"TOP: the line count is an int >= 0, not {self.lines!r}")
 
@@ -236,17 +235,10 @@ class Top(Command):
 
 
 @dataclass(frozen=True)
-class Dele(Command):
+class Dele(_OneMessage):
     """RFC 1939 DELE: mark a message deleted; only QUIT in TRANSACTION state commits."""
 
     keyword: ClassVar[str] = "DELE"
-    number: int
-
-    def __post_init__(self) -> None:
-        _check_number(self.keyword, self.number)
-
-    def arguments(self) -> tuple[str, ...]:
-        return (str(self.number),)
 
 
 @dataclass(frozen=True)
