@@ -280,8 +280,7 @@ class Opener(Generic[ClientT]):
 
 
 async def open_client(
-    client_cls: Callable[..., ClientT],
-    default_ports: dict[TLSMode, int],
+    client_cls: type[ClientT],
     host: str,
     port: int | None,
     *,
@@ -291,8 +290,13 @@ async def open_client(
     connect_timeout: float,
     allow_insecure: bool,
     source_address: str | None,
+    **client_options: Any,
 ) -> ClientT:
-    """Connect, read the greeting, STARTTLS if asked, authenticate if asked."""
+    """Connect, read the greeting, STARTTLS if asked, authenticate if asked.
+
+    The port defaults to ``client_cls.default_ports[tls]``; ``client_options`` go to the
+    client's constructor (SMTP's ``local_hostname``).
+    """
     if tls not in ("implicit", "starttls", "none"):
         raise ValueError(f"tls must be 'implicit', 'starttls' or 'none', not {tls!r}")
     if tls == "none" and not allow_insecure:
@@ -300,7 +304,7 @@ async def open_client(
             "tls='none' sends everything in plaintext; pass allow_insecure=True to mean it "
             "(credentials still go only to a loopback host)"
         )
-    port = default_ports[tls] if port is None else port
+    port = client_cls.default_ports[tls] if port is None else port
     context = ssl_context if ssl_context is not None else create_ssl_context()
     try:
         with anyio.fail_after(connect_timeout):
@@ -311,11 +315,14 @@ async def open_client(
                 ssl_context=context,
                 source_address=source_address,
             )
-            client = client_cls(stream, host=host, port=port, allow_insecure=allow_insecure)
             try:
+                client = client_cls(
+                    stream, host=host, port=port, allow_insecure=allow_insecure, **client_options
+                )
                 await client._start(tls == "starttls", context)
             except BaseException:
-                client._state = ClientState.BROKEN
+                # Whatever failed (a constructor check, the greeting, STARTTLS), the stream
+                # must not outlive it.
                 await stream.aclose_forcefully()
                 raise
     except TimeoutError as exc:

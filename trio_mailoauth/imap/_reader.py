@@ -32,7 +32,6 @@ from trio_mailoauth.imap.events import (
     ESearch,
     Exists,
     Expunge,
-    Fetch,
     Flags,
     IdResponse,
     ListEntry,
@@ -42,6 +41,7 @@ from trio_mailoauth.imap.events import (
     QuotaRoot,
     Recent,
     Search,
+    UntaggedData,
     UntaggedResponse,
     Value,
     Vanished,
@@ -94,21 +94,7 @@ Parsed = (
     | TaggedCompletion
     | UntaggedStatus
     | CapabilityResponse
-    | Exists
-    | Recent
-    | Expunge
-    | Fetch
-    | Flags
-    | ListEntry
-    | MailboxStatus
-    | Search
-    | ESearch
-    | Vanished
-    | Enabled
-    | IdResponse
-    | Namespace
-    | Quota
-    | QuotaRoot
+    | UntaggedData
     | UntaggedResponse
 )
 

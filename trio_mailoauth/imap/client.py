@@ -531,7 +531,6 @@ def open_imap(
     async def open_() -> IMAPClient:
         return await open_client(
             IMAPClient,
-            IMAPClient.default_ports,
             host,
             port,
             tls=tls,

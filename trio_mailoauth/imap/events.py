@@ -42,6 +42,7 @@ __all__ = [
     "Search",
     "StatusResponse",
     "TaggedResponse",
+    "UntaggedData",
     "UntaggedResponse",
     "Value",
     "Vanished",
@@ -309,13 +310,9 @@ class IdleStarted:
     text: str
 
 
-Event: TypeAlias = (
-    Greeting
-    | TaggedResponse
-    | StatusResponse
-    | Bye
-    | CapabilityResponse
-    | Exists
+# Untagged data responses: what the reader parses and the connection passes on unchanged.
+UntaggedData: TypeAlias = (
+    Exists
     | Recent
     | Expunge
     | Fetch
@@ -330,6 +327,15 @@ Event: TypeAlias = (
     | Namespace
     | Quota
     | QuotaRoot
+)
+
+Event: TypeAlias = (
+    Greeting
+    | TaggedResponse
+    | StatusResponse
+    | Bye
+    | CapabilityResponse
+    | UntaggedData
     | IdleStarted
     | UntaggedResponse
     | SASLChallenge

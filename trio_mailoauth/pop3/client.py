@@ -570,7 +570,6 @@ def open_pop3(
     return Opener(
         lambda: _open_client(
             POP3Client,
-            POP3Client.default_ports,
             host,
             port,
             tls=tls,

@@ -18,7 +18,6 @@ Dovecot 2.3 submission crashes on it (see _state.py).
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import ssl
 from collections.abc import Sequence
@@ -600,12 +599,10 @@ def open_smtp(
         problem = check_local_name(local_hostname)
         if problem is not None:
             raise ValueError(problem)
-    client_cls = functools.partial(SMTPClient, local_hostname=local_hostname)
 
     async def open_() -> SMTPClient:
         return await open_client(
-            client_cls,
-            SMTPClient.default_ports,
+            SMTPClient,
             host,
             port,
             tls=tls,
@@ -614,6 +611,7 @@ def open_smtp(
             connect_timeout=connect_timeout,
             allow_insecure=allow_insecure,
             source_address=source_address,
+            local_hostname=local_hostname,
         )
 
     return Opener(open_)
