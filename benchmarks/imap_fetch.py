@@ -9,9 +9,10 @@ and bob's with the big ones (Maildir files), then for each transport (TLS, plain
 loopback) and each mode (one streaming FETCH 1:*, batches of 500 UIDs) runs every client in
 a fresh process that measures its own CPU (user+sys, getrusage) and wall time around the
 FETCH alone. Clients are interleaved, rounds >= 5, medians reported with ratios against
-imaplib (the fastest peer) and against the plain socket. Also the parser alone on a captured
-FETCH response (MB/s), against imaplib's reader, imapclient's parser and a minimal literal
-splitter (find ``{n}``, slice).
+imaplib (the fastest peer), against the plain socket, and against the minimal client (the
+same socket plus a literal splitter that slices out each message: the "minimal splitter"
+over a real connection). Also the parser alone on a captured FETCH response (MB/s), against
+imaplib's reader, imapclient's parser and a minimal literal splitter (find ``{n}``, slice).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BATCH = 500
-CLIENTS = ["trio_mailoauth", "imaplib", "imapclient", "aioimaplib", "socket"]
+CLIENTS = ["trio_mailoauth", "imaplib", "imapclient", "aioimaplib", "socket", "splitter"]
 
 
 def _cpu() -> float:
@@ -203,12 +204,63 @@ def run_socket(args: argparse.Namespace) -> tuple[float, float, int]:
     return result
 
 
+def _split_until_tag(sock: socket.socket, tag: bytes) -> int:
+    """The minimal client: read, cut out each ``{n}`` literal (the message) and slice it,
+    until the tagged line. Bytes of message bodies taken."""
+    marker = _LITERAL
+    buffer = bytearray()
+    pos = 0
+    taken = 0
+    recv = sock.recv
+    while True:
+        chunk = recv(262144)
+        if not chunk:
+            raise ConnectionError("closed")
+        buffer += chunk
+        while True:
+            match = marker.search(buffer, pos)
+            if match is None:
+                break
+            end = match.end() + int(match.group(1))
+            if end > len(buffer):
+                break
+            taken += len(bytes(buffer[match.end() : end]))
+            pos = end
+        line_start = buffer.rfind(b"\r\n", pos, len(buffer) - 2) + 2
+        if buffer.endswith(b"\r\n") and buffer.startswith(tag + b" ", max(line_start, pos)):
+            return taken
+        if pos > 1 << 20:
+            del buffer[:pos]
+            pos = 0
+
+
+def run_splitter(args: argparse.Namespace) -> tuple[float, float, int]:
+    sock = _socket(args)
+    sock.recv(65536)
+    sock.sendall(f"a LOGIN {args.user} {args.password}\r\n".encode())
+    _read_until_tag(sock, b"a", None)
+    sock.sendall(b"b SELECT INBOX\r\n")
+    sink: list[bytes] = []
+    _read_until_tag(sock, b"b", sink)
+    count = int(re.search(rb"\* (\d+) EXISTS", b"".join(sink)).group(1))  # type: ignore[union-attr]
+    total = 0
+    cpu, wall = _cpu(), time.perf_counter()
+    for index, uids in enumerate(_ranges(count, args.mode)):
+        tag = f"A{index + 2}".encode()
+        sock.sendall(tag + b" UID FETCH " + uids.encode() + b" (BODY.PEEK[])\r\n")
+        total += _split_until_tag(sock, tag)
+    result = _cpu() - cpu, time.perf_counter() - wall, total
+    sock.close()
+    return result
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], tuple[float, float, int]]] = {
     "trio_mailoauth": run_ours,
     "imaplib": run_imaplib,
     "imapclient": run_imapclient,
     "aioimaplib": run_aioimaplib,
     "socket": run_socket,
+    "splitter": run_splitter,
 }
 
 
@@ -408,6 +460,7 @@ def print_results(results: dict[tuple[str, str, str, str], list[dict[str, float]
             "wall s/100 MB",
             "CPU vs imaplib",
             "CPU vs socket",
+            "CPU vs splitter",
         ]
     ]
     for group in groups:
@@ -433,6 +486,7 @@ def print_results(results: dict[tuple[str, str, str, str], list[dict[str, float]
                     f"{wall:.2f}",
                     f"{cpu / medians['imaplib'][0]:.2f}x",
                     f"{cpu / medians['socket'][0]:.2f}x",
+                    f"{cpu / medians['splitter'][0]:.2f}x",
                 ]
             )
     print(_table("## Client CPU and wall time (medians, per 100 MB of messages)", rows))

@@ -1,4 +1,5 @@
-"""The IMAP mailbox commands, streaming FETCH, IDLE and concurrency against the real Dovecot.
+"""The IMAP mailbox commands (ESEARCH, SORT, THREAD too), streaming FETCH, IDLE and
+concurrency (other tasks' commands during IDLE, kept fetch streams) against the real Dovecot.
 
 Tests share one Dovecot: each works in mailboxes of its own (a fresh name per test) or finds
 its own messages in bob's INBOX by a unique Message-ID.
@@ -16,7 +17,7 @@ from trio_mailoauth._client import ClientState
 from trio_mailoauth.errors import ConnectionBrokenError, IMAPResponseError, LocalProtocolError
 from trio_mailoauth.imap import IMAPClient, IMAPState, open_imap
 from trio_mailoauth.imap.commands import QResync
-from trio_mailoauth.imap.events import Bye, Exists, Expunge, Fetch, Vanished
+from trio_mailoauth.imap.events import Bye, Exists, Expunge, Fetch, ThreadNode, Vanished
 from trio_mailoauth.imap.message import MultiPart, SinglePart
 from trio_mailoauth.imap.search import Q
 from trio_mailoauth.testing.servers import MailServers
@@ -357,5 +358,128 @@ async def test_dates_are_aware(mail_servers: MailServers) -> None:
         assert isinstance(message, Fetch)
         assert message.internal_date is not None
         assert abs(message.internal_date - datetime.now(UTC)) < timedelta(minutes=5)
+        await imap.unselect()
+        await imap.delete(box)
+
+
+def _threaded(subject: str, message_id: str, date: str, parent: str | None = None) -> bytes:
+    references = f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n" if parent else ""
+    return (
+        f"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: {message_id}\r\n{references}Date: {date}\r\n\r\nbody\r\n"
+    ).encode()
+
+
+async def test_esearch_sort_thread(mail_servers: MailServers) -> None:
+    box = _name()
+    ids = [f"<{uuid.uuid4().hex}@example.test>" for _ in range(5)]
+    messages = [  # two threads: 1 <- 2 <- 4 and 1 <- 5; 3 alone
+        _threaded("alpha", ids[0], "Mon, 1 Jan 2024 10:00:00 +0000"),
+        _threaded("Re: alpha", ids[1], "Mon, 1 Jan 2024 12:00:00 +0000", ids[0]),
+        _threaded("beta", ids[2], "Mon, 1 Jan 2024 11:00:00 +0000"),
+        _threaded("Re: alpha", ids[3], "Mon, 1 Jan 2024 13:00:00 +0000", ids[1]),
+        _threaded("Re: alpha", ids[4], "Mon, 1 Jan 2024 09:00:00 +0000", ids[0]),
+    ]
+    async with await _client(mail_servers) as imap:
+        await imap.create(box)
+        for message in messages:
+            await imap.append(box, message)
+        await imap.select(box)
+        await imap.store("2,4", ["\\Seen"])
+        # ESEARCH: the answer without the list of numbers.
+        result = await imap.search(Q.unseen(), returns=["MIN", "MAX", "COUNT", "ALL"])
+        assert (result.min, result.max, result.count, result.all) == (1, 5, 3, "1,3,5")
+        assert result.numbers() == [1, 3, 5]
+        counted = await imap.search(Q.subject("alpha"), uid=True, returns=["COUNT"])
+        assert (counted.uid, counted.count, counted.min) == (True, 4, None)
+        nothing = await imap.search(Q.subject("nowhere"), returns=["MIN", "COUNT"])
+        assert (nothing.count, nothing.min) == (0, None)
+        # SORT: by the Date header, newest first; by base subject then date; within a search.
+        assert await imap.sort(["REVERSE", "DATE"]) == [4, 2, 3, 1, 5]
+        assert await imap.sort("SUBJECT DATE") == [5, 1, 2, 4, 3]
+        assert await imap.sort("DATE", Q.unseen(), uid=True) == [5, 1, 3]
+        # THREAD: 1 with two branches, 5 and 2 -> 4 (children by date, RFC 5256), then 3.
+        threads = await imap.thread("REFERENCES")
+        assert threads == [
+            ThreadNode((1,), (ThreadNode((5,)), ThreadNode((2, 4)))),
+            ThreadNode((3,)),
+        ]
+        assert list(threads[0]) == [1, 5, 2, 4]
+        by_subject = await imap.thread("ORDEREDSUBJECT", uid=True)
+        assert sorted(sorted(thread) for thread in by_subject) == [[1, 2, 4, 5], [3]]
+        assert await imap.thread("REFERENCES", Q.subject("beta")) == [ThreadNode((3,))]
+        with pytest.raises(LocalProtocolError, match="THREAD=NOSUCH"):
+            await imap.thread("NOSUCH")
+        with pytest.raises(LocalProtocolError, match="not a SORT key"):
+            await imap.sort("DATE ALL")  # never sent: a key must be a key
+        await imap.unselect()
+        await imap.delete(box)
+
+
+async def test_other_tasks_commands_run_during_idle(mail_servers: MailServers) -> None:
+    # While one task waits in IDLE, another task's commands do not wait for the whole IDLE:
+    # DONE, the commands, IDLE again; a delivery afterwards still reaches the idler.
+    box = _name()
+    async with await _client(mail_servers) as imap:
+        await imap.create(box)
+        await anyio.to_thread.run_sync(mail_servers.deliver, USER, _message("before idle"))
+        info = await imap.select("INBOX")
+        idling = anyio.Event()
+        done: list[str] = []
+        seen: list[object] = []
+
+        async def idler() -> None:
+            async with imap.idle() as events:
+                idling.set()
+                async for event in events:
+                    seen.append(event)
+                    if isinstance(event, Exists) and event.count > info.exists:
+                        break
+                done.append(f"restarts={events.restarts}")
+
+        async def other() -> None:
+            await idling.wait()
+            await imap.append(box, _message("during idle"))
+            status = await imap.status(box)
+            done.append(f"status={status.messages}")
+            assert [m.uid async for m in imap.fetch("1:*", "UID", uid=True)]
+            done.append("fetched")
+            await anyio.to_thread.run_sync(mail_servers.deliver, USER, _message("for idler"))
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(idler)
+                tg.start_soon(other)
+        assert done[:2] == ["status=1", "fetched"]
+        assert done[2].startswith("restarts=")
+        assert int(done[2].split("=")[1]) >= 1
+        assert any(isinstance(event, Exists) for event in seen)
+        assert imap.state is ClientState.OK
+        await imap.noop()
+        await imap.unselect()
+        await imap.delete(box)
+
+
+async def test_a_kept_fetch_stream_does_not_block_other_tasks(mail_servers: MailServers) -> None:
+    box = _name()
+    async with await _client(mail_servers) as imap:
+        await imap.create(box)
+        for index in range(30):
+            await imap.append(box, _message(f"k{index}", "y" * 3000 + "\r\n"))
+        await imap.select(box)
+        stream = imap.fetch("1:*", ["UID", "BODY.PEEK[]"], uid=True)
+        first = await stream.__anext__()
+        # Another task needs the connection while the stream is kept and not iterated.
+        status: list[int | None] = []
+
+        async def other() -> None:
+            status.append((await imap.status("INBOX")).messages)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+        assert status
+        rest = [m.uid async for m in stream]
+        assert [first.uid, *rest] == list(range(1, 31))
         await imap.unselect()
         await imap.delete(box)

@@ -6,6 +6,7 @@ RemoteProtocolError; the writer's new argument forms and the search builder."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -498,3 +499,87 @@ def test_fuzz_random_bytes_after_fetch(data: bytes) -> None:
     conn = _selected_fetch()
     with contextlib.suppress(RemoteProtocolError):
         events_of(conn, [b"* 1 FETCH (", data, b""])
+
+
+# --- the fast paths: a whole response in one read takes another route than one in pieces --
+
+
+@pytest.mark.parametrize(
+    ("limits", "data", "match"),
+    [
+        (
+            Limits(max_literal=10),
+            b"* 1 FETCH (BODY[] {11}\r\n" + b"x" * 11 + b")\r\n",
+            "limit of 10",
+        ),
+        (
+            Limits(max_line=40),
+            b"* 1 FETCH (BODY[] {3}\r\nabc" + b" UID 1" * 10 + b")\r\n",
+            "longer than 40",
+        ),
+        (Limits(max_line=20), b"* 1 FETCH (UID 1 BODY[] {3}\r\nabc)\r\n", "longer than 20"),
+        (Limits(max_response=40), b"* 1 FETCH (BODY[] {30}\r\n" + b"x" * 30 + b")\r\n", "than 40"),
+        (Limits(max_response=20), b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n", "longer than 20"),
+        (Limits(), b"* 1 FETCH (BODY[] {12345678901}\r\n", "11 digits"),
+    ],
+)
+def test_limits_hold_for_a_response_read_whole(limits: Limits, data: bytes, match: str) -> None:
+    conn = IMAPConnection(limits=limits)
+    conn.receive_data(b"* PREAUTH hi\r\n")
+    conn.next_event()
+    conn.receive_data(data)
+    with pytest.raises(RemoteProtocolError, match=match):
+        conn.next_event()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"* 1 FETCH (UID 7 BODY[] {3}\r\nabc FLAGS (\\Seen))\r\n",  # the last line ends in ")"
+        b"* 1 FETCH (BODY[1] {2}\r\nab BODY[2] {3}\r\ncde)\r\n",  # two literals
+        b"* 1 FETCH (BODY[] ~{3}\r\n\x00\r\n RFC822.SIZE 3)\r\n",  # literal8, CRLF inside
+        b"* 1 FETCH (BODY[] {3+}\r\nabc)\r\n",
+        b"* 1 FETCH (BODY[] NIL UID 4294967295)\r\n",
+        b'* 1 FETCH (BODY[] "quoted" UID 2)\r\n',
+        b"* 1 FETCH (X-ODD {2}\r\nab UID 3)\r\n",  # an unknown item with a literal
+        b"* 1 FETCH   (  UID 3   FLAGS () )  \r\n",
+        b"* 1 fetch (uid 3 body[] {1}\r\nx)\r\n",  # lower case takes the general path
+        b"* OK [ALERT] text ending in a brace {2}x}\r\n",  # "}" that is no literal marker
+        b"* 1 FETCH (BODY[] {100000}\r\n" + b"y" * 100_000 + b")\r\n",  # a big literal
+    ],
+)
+def test_whole_and_bytewise_reads_agree(data: bytes) -> None:
+    whole = events_of(_selected_fetch(), [data])
+    pieces = events_of(_selected_fetch(), [data[i : i + 1] for i in range(len(data))])
+    assert whole == pieces
+    assert len(whole) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"* 1 FETCH (UID 4294967296)\r\n",  # over 32 bits
+        b"* 1 FETCH (UID 12345678901)\r\n",
+        b"* 1 FETCH (RFC822.SIZE -1)\r\n",
+        b"* 1 FETCH (BODY[] {3}\r\nabc\r\n",  # unclosed
+        b"* 1 FETCH (BODY[] {3}\r\nabc) x\r\n",  # trailing data
+        b"* 4294967296 FETCH (UID 1)\r\n",
+    ],
+)
+def test_malformed_fetch_read_whole(data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        events_of(_selected_fetch(), [data])
+
+
+def test_parsed_fetch_is_a_frozen_dataclass_like_any_other() -> None:
+    """The parser builds Fetch without its __init__ (speed): it must still be the same."""
+    (fetch,) = events_of(
+        _selected_fetch(), [b"* 3 FETCH (UID 9 FLAGS (\\Seen) BODY[] {2}\r\nhi X-NEW 1)\r\n"]
+    )
+    expected = Fetch(3, uid=9, flags=("\\Seen",), sections={"BODY[]": b"hi"}, extra={"X-NEW": "1"})
+    assert fetch == expected
+    assert repr(fetch) == repr(expected)
+    assert vars(fetch).keys() == vars(expected).keys()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fetch.uid = 1  # type: ignore[misc]
+    assert dataclasses.replace(fetch, uid=10).uid == 10

@@ -10,6 +10,7 @@ from trio_mailoauth.errors import AuthFailureKind as AuthFailureKind
 from trio_mailoauth.errors import ConnectError as ConnectError
 from trio_mailoauth.errors import ConnectionBrokenError as ConnectionBrokenError
 from trio_mailoauth.errors import ConnectionClosedError as ConnectionClosedError
+from trio_mailoauth.errors import FetchInterruptedError as FetchInterruptedError
 from trio_mailoauth.errors import IMAPResponseError as IMAPResponseError
 from trio_mailoauth.errors import InteractionRequiredError as InteractionRequiredError
 from trio_mailoauth.errors import InvalidGrantError as InvalidGrantError
@@ -55,6 +56,7 @@ __all__ = [
     "ConnectError",
     "ConnectionBrokenError",
     "ConnectionClosedError",
+    "FetchInterruptedError",
     "IMAPClient",
     "IMAPResponseError",
     "InteractionRequiredError",

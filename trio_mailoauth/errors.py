@@ -8,6 +8,7 @@ to these in one place, :mod:`trio_mailoauth.transport`, and keep the original as
 MailOAuthError
 ├── ProtocolError                 the peer or the caller broke the protocol
 │   ├── LocalProtocolError        we were asked to send something invalid (nothing was sent)
+│   │   └── FetchInterruptedError a fetch() left unread too long lost its rest (IMAP)
 │   └── RemoteProtocolError       the server sent something invalid; the connection is broken
 ├── ResponseError                 a well-formed refusal; the connection is still usable
 │   ├── IMAPResponseError         .status (NO | BAD), .code, .text
@@ -44,6 +45,7 @@ __all__ = [
     "ConnectError",
     "ConnectionBrokenError",
     "ConnectionClosedError",
+    "FetchInterruptedError",
     "IMAPResponseError",
     "InteractionRequiredError",
     "InvalidGrantError",
@@ -81,6 +83,14 @@ class LocalProtocolError(ProtocolError):
 
     Raised before anything is written: the connection is unchanged.
     """
+
+
+class FetchInterruptedError(LocalProtocolError):
+    """The rest of an IMAP ``fetch()`` was dropped: its task took no message for
+    ``STREAM_GRACE_SECONDS`` while another task needed the connection and the stream's
+    buffer was full. The messages before this error were all delivered; the connection is
+    fine. Fetch in smaller batches, or from a connection of its own, when the work per
+    message is slow and other tasks share the connection."""
 
 
 class RemoteProtocolError(ProtocolError):

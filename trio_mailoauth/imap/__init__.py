@@ -1,5 +1,6 @@
 """IMAP: the sans-I/O core (:class:`IMAPConnection`) and the async client (:func:`open_imap`)."""
 
+from trio_mailoauth.errors import FetchInterruptedError as FetchInterruptedError
 from trio_mailoauth.imap import commands as commands
 from trio_mailoauth.imap import events as events
 from trio_mailoauth.imap import mailbox as mailbox
@@ -17,6 +18,7 @@ from trio_mailoauth.imap.search import Q as Q
 
 __all__ = [
     "Fetch",
+    "FetchInterruptedError",
     "IMAPClient",
     "IMAPConnection",
     "IMAPState",

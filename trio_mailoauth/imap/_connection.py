@@ -64,6 +64,7 @@ from trio_mailoauth.imap.events import (
     StatusResponse,
     TaggedResponse,
 )
+from trio_mailoauth.imap.message import Fetch
 
 __all__ = ["IMAPConnection"]
 
@@ -217,6 +218,8 @@ class IMAPConnection:
         state = self._state
         if state is IMAPState.GREETING:
             return self._greeting(parsed)
+        if type(parsed) is Fetch:  # most responses of a big FETCH; nothing to learn from
+            return parsed
         if isinstance(parsed, Continuation):
             return self._continuation(parsed)
         if isinstance(parsed, TaggedCompletion):

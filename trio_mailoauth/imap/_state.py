@@ -65,7 +65,7 @@ COMMAND_STATES: Final[dict[str, frozenset[IMAPState]]] = {
     **dict.fromkeys(
         (
             "CLOSE", "UNSELECT", "CHECK", "EXPUNGE", "UID EXPUNGE", "SEARCH", "FETCH",
-            "STORE", "COPY", "MOVE",
+            "STORE", "COPY", "MOVE", "SORT", "THREAD",
         ),
         _SELECTED,
     ),
@@ -84,7 +84,9 @@ EXCLUSIVE_COMMANDS: Final = frozenset(
 # Commands that name messages by sequence number: their numbers shift when a concurrent
 # command (NOOP, a UID command) lets the server report an EXPUNGE, so RFC 9051 §5.5 forbids
 # pipelining them with anything; their UID forms may be pipelined.
-_SEQUENCE_COMMANDS: Final = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH"})
+_SEQUENCE_COMMANDS: Final = frozenset(
+    {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD"}
+)
 
 
 def is_exclusive(name: str, wire_name: str) -> bool:

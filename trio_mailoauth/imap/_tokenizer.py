@@ -20,7 +20,7 @@ escape (the fuzz tests check it).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from trio_mailoauth.errors import RemoteProtocolError
@@ -133,12 +133,26 @@ class IMAPBuffer:
         return out
 
 
-@dataclass
 class RawResponse:
     """One whole response: its lines joined (literal markers kept) and its literals apart."""
 
-    lines: bytes
-    literals: list[bytes] = field(default_factory=list)
+    # A plain class with slots: one is made per response, so its construction is on the
+    # hot path of a big FETCH (a dataclass with a default factory costs several times more).
+    __slots__ = ("lines", "literals")
+
+    def __init__(self, lines: bytes, literals: list[bytes] | None = None) -> None:
+        self.lines = lines
+        self.literals: list[bytes] = [] if literals is None else literals
+
+    def __repr__(self) -> str:
+        return f"RawResponse({self.lines[:60]!r}..., {len(self.literals)} literals)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RawResponse):
+            return NotImplemented
+        return self.lines == other.lines and self.literals == other.literals
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
 
     @property
     def size(self) -> int:
@@ -187,25 +201,40 @@ class ResponseReader:
 
     def read(self, buffer: IMAPBuffer) -> RawResponse | None:
         """The next whole response, or None until more data arrives."""
+        if not self._lines and self._literal is None and buffer._searched <= buffer._start:
+            response = _read_whole(buffer, self._limits)
+            if response is not None:
+                return response
+        return self._read_parts(buffer)
+
+    def _read_parts(self, buffer: IMAPBuffer) -> RawResponse | None:
+        """The general path: take the lines and literals of a response as they arrive."""
         limits = self._limits
+        max_line = limits.max_line
         while True:
             if self._literal is not None:
-                data = buffer.extract_bytes(self._literal)
-                if data is None:
+                literal = buffer.extract_bytes(self._literal)
+                if literal is None:
                     return None
-                self._literals.append(data)
+                self._literals.append(literal)
                 self._literal = None
-            line = buffer.extract_line(limits.max_line)
+            line = buffer.extract_line(max_line)
             if line is None:
                 return None
-            if not self._lines and not line.endswith(b"}\r\n"):
-                # The common case: a one-line response.
-                if len(line) > limits.max_response:
-                    raise RemoteProtocolError(f"response longer than {limits.max_response} bytes")
-                return RawResponse(line)
+            if not line.endswith(b"}\r\n"):
+                if not self._lines:  # the common case: a one-line response
+                    if len(line) > limits.max_response:
+                        raise RemoteProtocolError(
+                            f"response longer than {limits.max_response} bytes"
+                        )
+                    return RawResponse(line)
+                size = None
+            elif (self._lines[0] if self._lines else line).startswith(b"+"):
+                size = None  # a continuation's text is not followed by a literal
+            else:
+                size = literal_size(line)
             self._add(len(line))
             self._lines.append(line)
-            size = None if self._lines[0].startswith(b"+") else literal_size(line)
             if size is None:
                 response = RawResponse(b"".join(self._lines), self._literals)
                 self._lines = []
@@ -225,6 +254,54 @@ class ResponseReader:
             raise RemoteProtocolError(f"response longer than {self._limits.max_response} bytes")
 
 
+# Up to this size a literal is sliced out of the buffer (two copies, yet less work than a
+# memoryview for a 10 KB message); bigger ones through a memoryview (one copy, so a big
+# message never exists three times at once).
+_SMALL_LITERAL: Final = 64 * 1024
+
+# A literal marker at the end of a line: "{n}", "{n+}" (LITERAL+), "~{n}" (literal8).
+_MARKER_RE: Final = re.compile(rb"\{([0-9]{1,10})\+?\}\r\n")
+
+
+def _read_whole(buffer: IMAPBuffer, limits: Limits) -> RawResponse | None:
+    """The fast path of :meth:`ResponseReader.read`: a response that is already whole in the
+    buffer and is one line, or one line, one literal and one line (each FETCH of a big
+    mailbox), taken in one step. None means "not that shape, or not whole yet, or over a
+    limit": the general path then decides, and raises the right error."""
+    data = buffer._data
+    start = buffer._start
+    end = data.find(b"\r\n", start)
+    if end < 0 or end + 2 - start > limits.max_line:
+        return None
+    if data[end - 1] != 0x7D:  # not "}": a one-line response
+        if end + 2 - start > limits.max_response:
+            return None
+        buffer._start = buffer._searched = end + 2
+        return RawResponse(bytes(data[start : end + 2]))
+    marker = _MARKER_RE.match(data, data.rfind(b"{", start, end))
+    if marker is None or marker.end() != end + 2 or data[start] == 0x2B:
+        return None  # a "}" that ends text, a bad marker, or a continuation ("+")
+    literal_start = end + 2
+    literal_end = literal_start + int(marker.group(1))
+    last_end = data.find(b"\r\n", literal_end)
+    if (
+        last_end < 0
+        or data[last_end - 1] == 0x7D  # another literal follows
+        or literal_end - literal_start > limits.max_literal
+        or last_end + 2 - literal_end > limits.max_line
+        or last_end + 2 - start > limits.max_response
+    ):
+        return None
+    if literal_end - literal_start <= _SMALL_LITERAL:
+        literal = bytes(data[literal_start:literal_end])
+    else:
+        with memoryview(data) as view:
+            literal = bytes(view[literal_start:literal_end])
+    lines = bytes(data[start:literal_start]) + bytes(data[literal_end : last_end + 2])
+    buffer._start = buffer._searched = last_end + 2
+    return RawResponse(lines, [literal])
+
+
 # An atom (RFC 9051 atom, leniently: "]", "%", "*" and "\" are accepted inside atoms as real
 # servers send them in flags, mailbox names and FETCH items). A "[" starts a section kept
 # inside the atom (BODY[HEADER.FIELDS (TO)]<0>), handled by Parser.atom.
@@ -240,13 +317,13 @@ _SP: Final = 0x20
 class Parser:
     """A tokenizer over one complete response (as returned by :class:`ResponseReader`)."""
 
-    __slots__ = ("_literal_index", "_max_depth", "data", "literals", "pos")
+    __slots__ = ("_max_depth", "data", "literal_index", "literals", "pos")
 
     def __init__(self, response: RawResponse, max_depth: int = MAX_DEPTH) -> None:
         self.data = response.lines
         self.literals = response.literals
         self.pos = 0
-        self._literal_index = 0
+        self.literal_index = 0
         self._max_depth = max_depth
 
     def error(self, what: str) -> RemoteProtocolError:
@@ -356,12 +433,12 @@ class Parser:
         match = _LITERAL_RE.match(self.data, self.pos)
         if match is None:
             raise self.error("bad literal")
-        if self._literal_index >= len(self.literals):
+        if self.literal_index >= len(self.literals):
             raise self.error("literal missing")
-        value = self.literals[self._literal_index]
+        value = self.literals[self.literal_index]
         if len(value) != int(match.group(1)):  # pragma: no cover - the reader ensures it
             raise self.error("literal shorter than announced")
-        self._literal_index += 1
+        self.literal_index += 1
         self.pos = match.end()
         return value
 

@@ -92,33 +92,38 @@ class CommandWriter:
         """The parts of ``tag name args`` CRLF; every part after the first waits for ``+``.
 
         Raises LocalProtocolError (nothing is written) for an argument no form can carry.
+        Each part is gathered as a list of chunks and joined once: a literal's bytes (an
+        APPENDed message of many MB) are copied exactly once, into the part.
         """
         parts: list[bytes] = []
-        current = bytearray(f"{tag} {name}".encode("ascii"))
+        chunks: list[bytes] = [f"{tag} {name}".encode("ascii")]
         for arg in args:
-            current += b" "
-            current = self._arg(name, arg, current, parts)
-        current += b"\r\n"
-        parts.append(bytes(current))
+            chunks.append(b" ")
+            self._arg(name, arg, chunks, parts)
+        chunks.append(b"\r\n")
+        parts.append(b"".join(chunks))
         return parts
 
-    def _arg(self, name: str, arg: Arg, current: bytearray, parts: list[bytes]) -> bytearray:
+    def _arg(self, name: str, arg: Arg, chunks: list[bytes], parts: list[bytes]) -> None:
+        """Append ``arg`` to the part being built (``chunks``); a synchronizing literal
+        closes that part (into ``parts``) and starts the next with the literal's bytes."""
         if isinstance(arg, Atom):
-            current += _atom(arg.text)
-            return current
+            chunks.append(_atom(arg.text))
+            return
         if isinstance(arg, Raw):
-            current += _raw(arg.text)
-            return current
+            chunks.append(_raw(arg.text))
+            return
         if isinstance(arg, ListArg):
-            current += b"("
+            chunks.append(b"(")
             for index, item in enumerate(arg.items):
                 if index:
-                    current += b" "
-                current = self._arg(name, item, current, parts)
-            current += b")"
-            return current
+                    chunks.append(b" ")
+                self._arg(name, item, chunks, parts)
+            chunks.append(b")")
+            return
         if isinstance(arg, Literal):
-            return self._literal(arg.data, current, parts, binary=arg.binary)
+            self._literal(arg.data, chunks, parts, binary=arg.binary)
+            return
         try:
             if isinstance(arg, Mailbox):
                 data = encode_mailbox(arg.name, self.utf8)
@@ -129,21 +134,22 @@ class CommandWriter:
         if b"\x00" in data:
             raise LocalProtocolError(f"{name}: an argument contains NUL, which IMAP cannot send")
         if len(data) <= MAX_QUOTED and all(byte in _QUOTABLE for byte in data):
-            current += b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-            return current
-        return self._literal(data, current, parts)
+            chunks.append(b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
+            return
+        self._literal(data, chunks, parts)
 
     def _literal(
-        self, data: bytes, current: bytearray, parts: list[bytes], *, binary: bool = False
-    ) -> bytearray:
+        self, data: bytes, chunks: list[bytes], parts: list[bytes], *, binary: bool = False
+    ) -> None:
         prefix = b"~" if binary else b""
         if self.literal_plus or (self.literal_minus and len(data) <= LITERAL_MINUS_MAX):
-            current += prefix + b"{%d+}\r\n" % len(data)
-            current += data
-            return current
-        current += prefix + b"{%d}\r\n" % len(data)
-        parts.append(bytes(current))
-        return bytearray(data)
+            chunks.append(prefix + b"{%d+}\r\n" % len(data))
+            chunks.append(data)
+            return
+        chunks.append(prefix + b"{%d}\r\n" % len(data))
+        parts.append(b"".join(chunks))
+        chunks.clear()
+        chunks.append(data)
 
 
 def _raw(text: str) -> bytes:

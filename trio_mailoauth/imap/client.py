@@ -16,7 +16,7 @@ import builtins
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final, Literal, overload
 
 from trio_mailoauth._client import DEFAULT_CONNECT_TIMEOUT, Opener, open_client
 from trio_mailoauth.errors import (
@@ -51,12 +51,17 @@ from trio_mailoauth.imap.events import (
     ListEntry,
     MailboxStatus,
     Namespace,
+    Quota,
+    QuotaRoot,
     SASLChallenge,
     Search,
+    Sort,
     StatusResponse,
     TaggedResponse,
+    Thread,
+    ThreadNode,
 )
-from trio_mailoauth.imap.mailbox import AppendUID, CopyUID, MailboxInfo, StoreResult
+from trio_mailoauth.imap.mailbox import AppendUID, CopyUID, MailboxInfo, QuotaRoots, StoreResult
 from trio_mailoauth.imap.message import Fetch
 from trio_mailoauth.imap.search import Q
 from trio_mailoauth.imap.session import MAX_UNTAGGED, IMAPSession, refusal
@@ -205,8 +210,14 @@ class IMAPClient(IMAPSession):
 
     async def noop(self) -> builtins.list[Event]:
         """NOOP: returns the unsolicited responses seen so far (EXISTS, EXPUNGE, FETCH...)
-        and removes them from the queue (see :meth:`drain_events`)."""
+        and removes them from the queue (see :meth:`drain_events`).
+
+        While an ``idle()`` block is open (in any task) they are its events: NOOP leaves
+        them queued and returns ``[]``.
+        """
         await self._command(c.Noop())
+        if self._idle_blocks:
+            return []
         return self.drain_events()
 
     async def login(self, user: str, password: str) -> None:
@@ -328,29 +339,145 @@ class IMAPClient(IMAPSession):
 
     # --- messages (RFC 9051 §6.4) ------------------------------------------------------------
 
+    def _criteria(
+        self, criteria: Q | str, charset: str | None
+    ) -> tuple[tuple[Arg, ...], str | None]:
+        """Search criteria as arguments, and the charset they need (UTF-8 for non-ASCII
+        values, unless the session already speaks UTF-8)."""
+        if isinstance(criteria, str):
+            return (Raw(criteria),), charset
+        if charset is None and criteria.non_ascii and not self._conn.utf8:
+            charset = "UTF-8"
+        return criteria.args, charset
+
+    @overload
     async def search(
-        self, criteria: Q | str = "ALL", *, uid: bool = False, charset: str | None = None
-    ) -> builtins.list[int]:
+        self,
+        criteria: Q | str = "ALL",
+        *,
+        uid: bool = False,
+        charset: str | None = None,
+        returns: None = None,
+    ) -> builtins.list[int]: ...
+
+    @overload
+    async def search(
+        self,
+        criteria: Q | str = "ALL",
+        *,
+        uid: bool = False,
+        charset: str | None = None,
+        returns: Sequence[str],
+    ) -> ESearch: ...
+
+    async def search(
+        self,
+        criteria: Q | str = "ALL",
+        *,
+        uid: bool = False,
+        charset: str | None = None,
+        returns: Sequence[str] | None = None,
+    ) -> builtins.list[int] | ESearch:
         """SEARCH: message numbers (UIDs with ``uid``) matching ``criteria``.
 
         Build criteria with :class:`~trio_mailoauth.imap.search.Q` from any values; a plain
         string is sent as it is and must hold only constant criteria (``"UNSEEN"``).
+
+        With ``returns`` (any of ``"MIN"``, ``"MAX"``, ``"COUNT"``, ``"ALL"``; ESEARCH, RFC
+        4731) the result is an :class:`~trio_mailoauth.imap.events.ESearch` holding just
+        those: a count of a million matches without a million numbers on the wire. Without
+        ESEARCH on the server, the client computes them from a plain SEARCH.
         """
-        if isinstance(criteria, str):
-            args: tuple[Arg, ...] = (Raw(criteria),)
-            non_ascii = False
-        else:
-            args, non_ascii = criteria.args, criteria.non_ascii
-        if charset is None and non_ascii and not self._conn.utf8:
-            charset = "UTF-8"
+        args, charset = self._criteria(criteria, charset)
+        if returns is not None:
+            return await self._esearch(args, charset, uid, returns)
+        return await self._search(args, charset, uid)
+
+    async def _search(
+        self, args: tuple[Arg, ...], charset: str | None, uid: bool
+    ) -> builtins.list[int]:
         pending = await self._command(c.Search(criteria=args, charset=charset, uid=uid))
         numbers: list[int] = []
         for event in pending.events:
             if isinstance(event, Search):
                 numbers.extend(event.numbers)
             elif isinstance(event, ESearch) and event.all:  # pragma: no cover - not asked
-                numbers.extend(_expand(event.all))
+                numbers.extend(event.numbers())
         return numbers
+
+    async def _esearch(
+        self, args: tuple[Arg, ...], charset: str | None, uid: bool, returns: Sequence[str]
+    ) -> ESearch:
+        wanted = tuple(item.upper() for item in returns) or ("ALL",)  # RFC 4731: () is ALL
+        if not self.has_capability("ESEARCH"):
+            if "SAVE" in wanted:
+                raise LocalProtocolError("the server does not offer ESEARCH: no RETURN (SAVE)")
+            return _esearch_from(await self._search(args, charset, uid), uid, wanted)
+        command = c.Search(criteria=args, charset=charset, uid=uid, returns=wanted)
+        pending = await self._command(command)
+        numbers: list[int] = []
+        plain = False
+        for event in pending.events:
+            # RFC 4731 §3.1: the ESEARCH answering us is tagged with our tag.
+            if isinstance(event, ESearch) and event.tag in (None, pending.tag):
+                return event
+            if isinstance(event, Search):  # a server that ignored RETURN
+                plain = True
+                numbers.extend(event.numbers)
+        if plain:
+            return _esearch_from(numbers, uid, wanted)
+        return ESearch(pending.tag, uid, count=0 if "COUNT" in wanted else None)
+
+    async def sort(
+        self,
+        criteria: str | Sequence[str] = ("DATE",),
+        search: Q | str = "ALL",
+        charset: str = "UTF-8",
+        *,
+        uid: bool = False,
+    ) -> builtins.list[int]:
+        """SORT (RFC 5256): the messages matching ``search``, ordered by ``criteria``.
+
+        ``criteria`` are sort keys, most significant first, each optionally preceded by
+        ``"REVERSE"``: ``["REVERSE", "DATE"]`` or ``"REVERSE DATE SUBJECT"`` (ARRIVAL, CC,
+        DATE, FROM, SIZE, SUBJECT, TO; DISPLAYFROM, DISPLAYTO with SORT=DISPLAY).
+        """
+        if not self.has_capability("SORT"):
+            raise LocalProtocolError("the server does not offer SORT")
+        keys = tuple(criteria.split()) if isinstance(criteria, str) else tuple(criteria)
+        args, _ = self._criteria(search, charset)
+        pending = await self._command(c.Sort(keys, args, charset, uid=uid))
+        numbers: list[int] = []
+        for event in pending.events:
+            if isinstance(event, Sort):
+                numbers.extend(event.numbers)
+        return numbers
+
+    async def thread(
+        self,
+        algorithm: str = "REFERENCES",
+        search: Q | str = "ALL",
+        charset: str = "UTF-8",
+        *,
+        uid: bool = False,
+    ) -> builtins.list[ThreadNode]:
+        """THREAD (RFC 5256): the messages matching ``search`` grouped into threads by
+        ``algorithm`` (``"REFERENCES"``, ``"ORDEREDSUBJECT"``, ``"REFS"`` as offered).
+
+        Each :class:`~trio_mailoauth.imap.events.ThreadNode` holds a chain of messages (each
+        the parent of the next) and the branches after it; iterate one for all its
+        messages.
+        """
+        algorithm = algorithm.upper()
+        if not self.has_capability(f"THREAD={algorithm}"):
+            raise LocalProtocolError(f"the server does not offer THREAD={algorithm[:40]}")
+        args, _ = self._criteria(search, charset)
+        pending = await self._command(c.Thread(algorithm, args, charset, uid=uid))
+        threads: list[ThreadNode] = []
+        for event in pending.events:
+            if isinstance(event, Thread):
+                threads.extend(event.threads)
+        return threads
 
     def fetch(
         self,
@@ -364,9 +491,11 @@ class IMAPClient(IMAPSession):
         """FETCH, streamed: ``async for message in imap.fetch("1:*", ["UID", "BODY.PEEK[]"])``.
 
         Yields one :class:`~trio_mailoauth.imap.message.Fetch` per message as it arrives;
-        memory is bounded by the largest message, not the mailbox. While the stream is open
-        other tasks' commands wait; leave the loop early with ``aclose()`` (or
-        ``async with imap.fetch(...) as messages``) so they can go on. ``changedsince``
+        memory is bounded by the largest message, not the mailbox. Other tasks' commands
+        wait for the FETCH (reading ahead into a bounded buffer while this task is not in
+        the loop: see FetchInterruptedError). Leave early with ``aclose()`` (or ``async
+        with``). Flag changes the server sends meanwhile go to the event queue, not to the
+        stream (``commands.Fetch.answered_by``). ``changedsince``
         (CONDSTORE) fetches only messages changed since that mod-sequence; with ``vanished``
         (QRESYNC, UID FETCH) the server's ``Vanished`` report goes to the event queue
         (:meth:`drain_events`).
@@ -430,7 +559,7 @@ class IMAPClient(IMAPSession):
                     if code != "COPYUID":
                         code, data = "COPYUID", event.code_data
                 else:
-                    self._unsolicited.append(event)
+                    self._keep(event)
             return CopyUID.from_code(code, data)
         if not self.has_capability("UIDPLUS"):
             raise LocalProtocolError(
@@ -469,9 +598,12 @@ class IMAPClient(IMAPSession):
         """IDLE: ``async with imap.idle() as events: async for event in events: ...``.
 
         Yields the unsolicited events (queued ones first): Exists, Expunge, Fetch,
-        Vanished, ... and a final Bye when the server ends the session (the client is then
-        broken). DONE is sent on exit or cancellation; IDLE is re-issued every
-        ``refresh_after`` seconds (servers drop it after ~30 minutes).
+        Vanished, ... (an Overflow if some were dropped) and a final Bye when the server
+        ends the session (the client is then broken). DONE is sent on exit or cancellation;
+        IDLE is re-issued every ``refresh_after`` seconds (servers drop it after ~30
+        minutes). A command from any task ends the IDLE (DONE) and runs; the next iteration
+        issues IDLE again once no command waits. A tagged NO/BAD ending the IDLE raises
+        IMAPResponseError and leaves the connection usable.
         """
         return IdleSession(self, refresh_after)
 
@@ -494,6 +626,32 @@ class IMAPClient(IMAPSession):
                 enabled |= event.capabilities
         return frozenset(enabled)
 
+    async def get_quota(self, root: str = "") -> Quota:
+        """GETQUOTA (RFC 9208): ``quota.resources["STORAGE"] == (used_kib, limit_kib)``."""
+        self._check_quota()
+        pending = await self._command(c.GetQuota(root))
+        for event in pending.events:
+            if isinstance(event, Quota):
+                return event
+        raise RemoteProtocolError("GETQUOTA completed without a QUOTA response")
+
+    async def get_quota_root(self, mailbox: str = "INBOX") -> QuotaRoots:
+        """GETQUOTAROOT (RFC 9208): the quota roots of ``mailbox`` and their resources."""
+        self._check_quota()
+        pending = await self._command(c.GetQuotaRoot(mailbox))
+        roots: tuple[str, ...] = ()
+        quotas: dict[str, Quota] = {}
+        for event in pending.events:
+            if isinstance(event, QuotaRoot):
+                roots += event.roots
+            elif isinstance(event, Quota):
+                quotas[event.root] = event
+        return QuotaRoots(mailbox, roots, quotas)
+
+    def _check_quota(self) -> None:
+        if not any(name.startswith("QUOTA") for name in self.capabilities):
+            raise LocalProtocolError("the server does not offer QUOTA")
+
     async def namespace(self) -> Namespace:
         """NAMESPACE (RFC 2342): the personal, other users' and shared prefixes."""
         pending = await self._command(c.Namespace())
@@ -503,12 +661,16 @@ class IMAPClient(IMAPSession):
         raise RemoteProtocolError("NAMESPACE completed without a NAMESPACE response")
 
 
-def _expand(sequence: str) -> builtins.list[int]:
-    numbers: list[int] = []
-    for item in sequence.split(","):
-        first, _, last = item.partition(":")
-        numbers.extend(range(int(first), int(last or first) + 1))
-    return numbers
+def _esearch_from(numbers: builtins.list[int], uid: bool, wanted: tuple[str, ...]) -> ESearch:
+    """What an ESEARCH with RETURN ``wanted`` would have said about ``numbers``."""
+    return ESearch(
+        None,
+        uid,
+        min=min(numbers) if numbers and "MIN" in wanted else None,
+        max=max(numbers) if numbers and "MAX" in wanted else None,
+        count=len(numbers) if "COUNT" in wanted else None,
+        all=c.sequence_set(numbers) if numbers and "ALL" in wanted else None,
+    )
 
 
 def open_imap(

@@ -8,15 +8,20 @@ Secrets (a password, a SASL initial response) are hidden from reprs and from the
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Final, Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from trio_mailoauth._sansio import encode_sasl
 from trio_mailoauth.errors import LocalProtocolError
 from trio_mailoauth.imap._writer import Arg, AString, Atom, ListArg, Mailbox, Raw
 from trio_mailoauth.imap._writer import Literal as LiteralArg
+
+if TYPE_CHECKING:
+    from trio_mailoauth.imap.message import Fetch as FetchData
 
 __all__ = [
     "Append",
@@ -47,10 +52,12 @@ __all__ = [
     "Rename",
     "Search",
     "Select",
+    "Sort",
     "StartTLS",
     "Status",
     "Store",
     "Subscribe",
+    "Thread",
     "UIDExpunge",
     "Unselect",
     "Unsubscribe",
@@ -107,6 +114,43 @@ def sequence_set(value: str | int | Iterable[int]) -> str:
         ranges.append(str(start) if start == previous else f"{start}:{previous}")
         start = previous = number
     return ",".join(ranges)
+
+
+class MessageSet:
+    """A sequence set for membership tests (which message a FETCH response is about).
+
+    Any ``*`` makes the set match every number: we do not track the mailbox's last message
+    number or UID, and ``5:*`` includes the last message even when it is below 5 (RFC 9051
+    §9, seq-range). ``$`` (SEARCHRES) matches every number too.
+    """
+
+    __slots__ = ("_ends", "_everything", "_starts")
+
+    def __init__(self, text: str) -> None:
+        self._everything = "*" in text or text == "$"
+        ranges: list[tuple[int, int]] = []
+        if not self._everything:
+            for item in sequence_set(text).split(","):
+                first, _, last = item.partition(":")
+                low, high = int(first), int(last or first)
+                ranges.append((min(low, high), max(low, high)))
+        ranges.sort()
+        starts: list[int] = []
+        ends: list[int] = []
+        for low, high in ranges:  # merged, so one bisection answers
+            if ends and low <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], high)
+            else:
+                starts.append(low)
+                ends.append(high)
+        self._starts = starts
+        self._ends = ends
+
+    def __contains__(self, number: int) -> bool:
+        if self._everything:
+            return True
+        index = bisect_right(self._starts, number) - 1
+        return index >= 0 and number <= self._ends[index]
 
 
 def imap_date(value: datetime, *, with_time: bool = True) -> str:
@@ -390,8 +434,91 @@ class Search(_UIDCommand):
 
 
 @dataclass(frozen=True)
+class Sort(_UIDCommand):
+    """``[UID] SORT (keys) charset criteria`` (RFC 5256); keys like ``("REVERSE", "DATE")``."""
+
+    name: ClassVar[str] = "SORT"
+    keys: tuple[str, ...] = ("DATE",)
+    criteria: tuple[Arg, ...] = (Atom("ALL"),)
+    charset: str = "UTF-8"
+
+    def arguments(self) -> tuple[Arg, ...]:
+        keys = tuple(key.upper() for key in self.keys)
+        for index, key in enumerate(keys):
+            if key == "REVERSE":
+                if index + 1 == len(keys) or keys[index + 1] == "REVERSE":
+                    raise LocalProtocolError("SORT: REVERSE must come before a sort key")
+            elif key not in SORT_KEYS:
+                raise LocalProtocolError(f"{key[:40]!r} is not a SORT key")
+        if not keys:
+            raise LocalProtocolError("SORT needs at least one key")
+        return (ListArg(tuple(Atom(key) for key in keys)), Atom(self.charset), *self.criteria)
+
+
+# RFC 5256 §3 and RFC 5957 (DISPLAYFROM, DISPLAYTO).
+SORT_KEYS: Final = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+
+
+@dataclass(frozen=True)
+class Thread(_UIDCommand):
+    """``[UID] THREAD algorithm charset criteria`` (RFC 5256: REFERENCES, ORDEREDSUBJECT)."""
+
+    name: ClassVar[str] = "THREAD"
+    algorithm: str = "REFERENCES"
+    criteria: tuple[Arg, ...] = (Atom("ALL"),)
+    charset: str = "UTF-8"
+
+    def arguments(self) -> tuple[Arg, ...]:
+        return (Atom(self.algorithm.upper()), Atom(self.charset), *self.criteria)
+
+
+# Which attributes of a FETCH response (``message.Fetch``) each requested item fills. FLAGS,
+# UID and MODSEQ are missing on purpose: a flag change the server reports on its own
+# carries exactly those, so they cannot tell an answer from an unsolicited update.
+_ITEM_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "ALL": ("internal_date", "size", "envelope"),
+    "FAST": ("internal_date", "size"),
+    "FULL": ("internal_date", "size", "envelope", "body_structure"),
+    "INTERNALDATE": ("internal_date",),
+    "RFC822.SIZE": ("size",),
+    "ENVELOPE": ("envelope",),
+    "BODYSTRUCTURE": ("body_structure",),
+    "BODY": ("body_structure",),  # BODY without a section: the non-extensible structure
+    "RFC822": ("sections",),
+    "RFC822.HEADER": ("sections",),
+    "RFC822.TEXT": ("sections",),
+    "X-GM-MSGID": ("gmail_message_id",),
+    "X-GM-THRID": ("gmail_thread_id",),
+    "X-GM-LABELS": ("gmail_labels",),
+    "FLAGS": (),
+    "UID": (),
+    "MODSEQ": (),
+}
+_MAPPING_FIELDS: Final = frozenset({"sections", "binary_sizes", "extra"})
+
+
+def _answer_fields(items: Iterable[str]) -> tuple[str, ...]:
+    fields: set[str] = set()
+    for item in items:
+        name = item.upper()
+        if "[" in name:
+            base = name.split("[", 1)[0]
+            fields.add("binary_sizes" if base == "BINARY.SIZE" else "sections")
+        else:
+            fields.update(_ITEM_FIELDS.get(name, ("extra",)))
+    # Mappings last: the common answers (a body section) are found by the first test.
+    return tuple(sorted(fields, key=lambda name: (name in _MAPPING_FIELDS, name)))
+
+
+@dataclass(frozen=True)
 class Fetch(_UIDCommand):
-    """``[UID] FETCH set (items) [(CHANGEDSINCE n [VANISHED])]``."""
+    """``[UID] FETCH set (items) [(CHANGEDSINCE n [VANISHED])]``.
+
+    :meth:`answered_by` tells this command's answers from FETCH responses the server sends
+    on its own meanwhile (RFC 9051 §7.5.2: flag changes may come at any time).
+    """
 
     name: ClassVar[str] = "FETCH"
     sequence_set: str
@@ -412,6 +539,39 @@ class Fetch(_UIDCommand):
             args.append(ListArg(tuple(modifiers)))
         return tuple(args)
 
+    @cached_property
+    def _messages(self) -> MessageSet:
+        return MessageSet(self.sequence_set)
+
+    @cached_property
+    def _answer_fields(self) -> tuple[str, ...]:
+        return _answer_fields(self.items)
+
+    def answered_by(self, message: FetchData) -> bool:
+        """Whether a FETCH response that arrived while this command ran answers it.
+
+        It must carry a requested item that a flag update would not (a body section,
+        ENVELOPE...), and name a requested message: its number in the set, or for UID FETCH
+        its UID (RFC 9051 §6.4.9: every response to a UID command carries the UID; one
+        without a UID is still taken when it carries such an item, which no unsolicited
+        response does). When only FLAGS, UID or MODSEQ were asked for, a flag update of a
+        requested message cannot be told apart and counts as an answer: it is the newer
+        state of what was asked for.
+        """
+        fields = self._answer_fields
+        if fields:
+            for name in fields:
+                value = getattr(message, name)
+                if value is not None and (value or name not in _MAPPING_FIELDS):
+                    break
+            else:
+                return False
+        if self.uid:
+            if message.uid is None:
+                return bool(fields)
+            return message.uid in self._messages
+        return message.sequence in self._messages
+
 
 @dataclass(frozen=True)
 class Store(_UIDCommand):
@@ -430,6 +590,17 @@ class Store(_UIDCommand):
             args.append(ListArg((Atom("UNCHANGEDSINCE"), Atom(str(self.unchangedsince)))))
         item = f"{self.action}FLAGS{'.SILENT' if self.silent else ''}"
         return (*args, Raw(item), _flag_list(self.flags))
+
+    @cached_property
+    def _messages(self) -> MessageSet:
+        return MessageSet(self.sequence_set)
+
+    def answered_by(self, message: FetchData) -> bool:
+        """Whether a FETCH response names one of the messages stored to (by UID for UID
+        STORE): the others are flag changes the server reports on its own."""
+        if self.uid:
+            return message.uid is not None and message.uid in self._messages
+        return message.sequence in self._messages
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ Server responses become events; unsolicited ones (EXISTS, EXPUNGE, BYE, anything
 are ordinary events too, never silently dropped. ``SASLChallenge`` and ``ConnectionClosed``
 are shared with the other protocol cores.
 
+:class:`EventQueue` holds the unsolicited ones for the async client, bounded and coalesced.
+
 Generic response data (:class:`UntaggedResponse`) is a tuple of :data:`Value`: an atom is a
 ``str`` (numbers stay atoms), a quoted string or a literal is ``bytes``, ``NIL`` is ``None``,
 a parenthesized list is a tuple.
@@ -11,8 +13,9 @@ a parenthesized list is a tuple.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
 from trio_mailoauth._sansio import ConnectionClosed, SASLChallenge
@@ -25,6 +28,7 @@ __all__ = [
     "ESearch",
     "Enabled",
     "Event",
+    "EventQueue",
     "Exists",
     "Expunge",
     "Fetch",
@@ -35,13 +39,17 @@ __all__ = [
     "ListEntry",
     "MailboxStatus",
     "Namespace",
+    "Overflow",
     "Quota",
     "QuotaRoot",
     "Recent",
     "SASLChallenge",
     "Search",
+    "Sort",
     "StatusResponse",
     "TaggedResponse",
+    "Thread",
+    "ThreadNode",
     "UntaggedData",
     "UntaggedResponse",
     "Value",
@@ -244,6 +252,60 @@ class ESearch:
     modseq: int | None = None
     extra: Mapping[str, Value] = field(default_factory=dict)
 
+    @property
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """``all`` as inclusive (first, last) pairs: ``"1:3,9"`` -> ((1, 3), (9, 9))."""
+        if not self.all:
+            return ()
+        pairs: list[tuple[int, int]] = []
+        for item in self.all.split(","):
+            first, _, last = item.partition(":")
+            low, high = int(first), int(last or first)
+            pairs.append((min(low, high), max(low, high)))
+        return tuple(pairs)
+
+    def numbers(self) -> list[int]:
+        """``all`` expanded (mind the size: ``1:1000000`` is a million numbers)."""
+        return [number for first, last in self.ranges for number in range(first, last + 1)]
+
+
+@dataclass(frozen=True)
+class Sort:
+    """``* SORT n n n`` (RFC 5256): message numbers or UIDs in the requested order."""
+
+    numbers: tuple[int, ...]
+    modseq: int | None = None
+
+
+@dataclass(frozen=True)
+class ThreadNode:
+    """One thread, or one branch of a thread, of a THREAD response (RFC 5256).
+
+    ``messages`` is a chain: each message is the parent of the next (a reply chain needs
+    no nesting, so a 10,000-message chain is one node, not 10,000 levels). ``children``
+    are the branches that follow the chain's last message. A node with no ``messages`` is
+    a missing parent that the server did not name (RFC 5256 ``((3)(5))``): its children
+    are siblings.
+    """
+
+    messages: tuple[int, ...]
+    children: tuple[ThreadNode, ...] = ()
+
+    def __iter__(self) -> Iterator[int]:
+        """Every message of this (sub)thread, depth first, parents before replies."""
+        stack: list[ThreadNode] = [self]
+        while stack:
+            node = stack.pop()
+            yield from node.messages
+            stack.extend(reversed(node.children))
+
+
+@dataclass(frozen=True)
+class Thread:
+    """``* THREAD (2)(3 6 (4 23)(44 7 96))`` (RFC 5256): the threads, in the server's order."""
+
+    threads: tuple[ThreadNode, ...]
+
 
 @dataclass(frozen=True)
 class Vanished:
@@ -304,6 +366,16 @@ class QuotaRoot:
 
 
 @dataclass(frozen=True)
+class Overflow:
+    """Not from the server: the oldest ``dropped`` unsolicited events were discarded
+    because nobody drained the queue (``drain_events()``, ``noop()``, ``idle()``) for too
+    long. Whatever the caller mirrors of the mailbox (counts, flags, message numbers) may
+    now be wrong: resynchronise (SELECT again, or SEARCH/FETCH FLAGS, or QRESYNC)."""
+
+    dropped: int
+
+
+@dataclass(frozen=True)
 class IdleStarted:
     """The server's ``+`` after IDLE: it is now pushing mailbox changes until ``DONE``."""
 
@@ -321,6 +393,8 @@ UntaggedData: TypeAlias = (
     | MailboxStatus
     | Search
     | ESearch
+    | Sort
+    | Thread
     | Vanished
     | Enabled
     | IdResponse
@@ -337,7 +411,111 @@ Event: TypeAlias = (
     | CapabilityResponse
     | UntaggedData
     | IdleStarted
+    | Overflow
     | UntaggedResponse
     | SASLChallenge
     | ConnectionClosed
 )
+
+
+def _flag_update(event: Fetch) -> bool:
+    """A FETCH carrying only what a flag change carries: FLAGS, and maybe UID and MODSEQ."""
+    return (
+        event.flags is not None
+        and not (event.sections or event.binary_sizes or event.extra)
+        and event.internal_date is None
+        and event.size is None
+        and event.envelope is None
+        and event.body_structure is None
+        and event.gmail_message_id is None
+        and event.gmail_thread_id is None
+        and event.gmail_labels is None
+    )
+
+
+class EventQueue:
+    """The unsolicited events not yet handed to the caller, oldest first, bounded.
+
+    Coalescing keeps a caller who rarely drains at a few events per message: a newer
+    EXISTS, RECENT or FLAGS replaces the queued one of its kind, and a newer flag change of
+    a message replaces the queued one of that message (keeping its place), unless an
+    EXPUNGE or VANISHED (which renumber messages) or a mailbox change came in between.
+    Beyond ``limit`` the oldest events are dropped; an :class:`Overflow` then comes first,
+    so the loss is never silent.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # One-item lists ("cells"), so that an event can be replaced in place in O(1).
+        self._cells: deque[list[Event]] = deque()
+        self._latest: dict[type, list[Event]] = {}  # EXISTS/RECENT/FLAGS cells
+        self._flag_changes: dict[int, list[Event]] = {}  # message number -> cell
+        self.dropped = 0  # events dropped and not yet reported by an Overflow
+
+    def __len__(self) -> int:
+        return len(self._cells) + (1 if self.dropped else 0)
+
+    def append(self, event: Event) -> None:
+        if isinstance(event, Exists | Recent | Flags):
+            cell = self._latest.get(type(event))
+            if cell is not None:
+                cell[0] = event
+                return
+            self._add(event)
+            self._latest[type(event)] = self._cells[-1]
+            return
+        if isinstance(event, Fetch):
+            cell = self._flag_changes.get(event.sequence)
+            if not _flag_update(event):
+                self._flag_changes.pop(event.sequence, None)  # keep the order from here
+            elif cell is not None:
+                older = cell[0]
+                assert isinstance(older, Fetch)
+                cell[0] = replace(
+                    event,
+                    uid=older.uid if event.uid is None else event.uid,
+                    modseq=older.modseq if event.modseq is None else event.modseq,
+                )
+                return
+            else:
+                self._add(event)
+                self._flag_changes[event.sequence] = self._cells[-1]
+                return
+        elif isinstance(event, Expunge | Vanished | Bye):
+            self.barrier()
+        self._add(event)
+
+    def barrier(self) -> None:
+        """Nothing queued so far is merged with what comes next (numbers changed)."""
+        self._latest.clear()
+        self._flag_changes.clear()
+
+    def _add(self, event: Event) -> None:
+        if len(self._cells) >= self.limit:
+            self._forget(self._cells.popleft())
+            self.dropped += 1
+        self._cells.append([event])
+
+    def _forget(self, cell: list[Event]) -> None:
+        """``cell`` left the queue: a newer event must not be merged into it."""
+        event = cell[0]
+        if self._latest.get(type(event)) is cell:
+            del self._latest[type(event)]
+        elif isinstance(event, Fetch) and self._flag_changes.get(event.sequence) is cell:
+            del self._flag_changes[event.sequence]
+
+    def popleft(self) -> Event:
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            return Overflow(dropped)
+        cell = self._cells.popleft()
+        self._forget(cell)
+        return cell[0]
+
+    def drain(self) -> list[Event]:
+        events: list[Event] = [Overflow(self.dropped)] if self.dropped else []
+        events.extend(cell[0] for cell in self._cells)
+        self._cells.clear()
+        self.barrier()
+        self.dropped = 0
+        return events

@@ -1,12 +1,12 @@
 """What the IMAP client's mailbox commands return, and reading response codes.
 
 Plain data, no I/O: :class:`MailboxInfo` (SELECT/EXAMINE), :class:`AppendUID` and
-:class:`CopyUID` (UIDPLUS, RFC 4315), :class:`StoreResult`.
+:class:`CopyUID` (UIDPLUS, RFC 4315), :class:`StoreResult`, :class:`QuotaRoots`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from trio_mailoauth.errors import RemoteProtocolError
@@ -14,13 +14,14 @@ from trio_mailoauth.imap.events import (
     Exists,
     Fetch,
     Flags,
+    Quota,
     Recent,
     StatusResponse,
     TaggedResponse,
     Vanished,
 )
 
-__all__ = ["AppendUID", "CopyUID", "MailboxInfo", "StoreResult"]
+__all__ = ["AppendUID", "CopyUID", "MailboxInfo", "QuotaRoots", "StoreResult"]
 
 
 def _code_number(data: str | None, code: str) -> int:
@@ -140,3 +141,13 @@ class StoreResult:
     fetches: tuple[Fetch, ...] = ()
     modified: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuotaRoots:
+    """GETQUOTAROOT (RFC 9208): the quota roots ``mailbox`` counts against, and what the
+    server said about each (``quotas[root].resources["STORAGE"] == (used, limit)``)."""
+
+    mailbox: str
+    roots: tuple[str, ...]
+    quotas: Mapping[str, Quota] = field(default_factory=dict)

@@ -15,35 +15,50 @@ protocol or transport error, or an unsolicited ``* BYE`` break the connection.
 
 Tasks waiting for a command to complete are woken (``_wake``) whenever what they wait on may
 have changed: a command completed, was abandoned, a reader stopped reading, the connection
-broke. A streaming FETCH and an IDLE are read by their own task only: others wait.
+broke. Two commands read at their own task's pace:
+
+- a **streaming FETCH**: while its task waits in ``__anext__`` it reads; while that task is
+  elsewhere (its loop body, or it forgot the stream), a task that needs the connection reads
+  the rest into the stream's buffer, up to ``FETCH_BUFFER_BYTES``; when that is full and
+  the stream's task takes nothing for ``STREAM_GRACE_SECONDS``, the rest is dropped and the
+  stream raises ``FetchInterruptedError``. Memory stays bounded, nobody waits forever.
+- an **IDLE**: another task's command (or the idler's own) ends it with DONE, runs, and the
+  idler re-issues IDLE once no command is waiting; its events keep flowing to the idler.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 
 from trio_mailoauth._client import BaseClient
 from trio_mailoauth._sansio import NEED_DATA, ConnectionClosed
 from trio_mailoauth.errors import (
     ConnectionBrokenError,
+    ConnectionClosedError,
     IMAPResponseError,
     LocalProtocolError,
+    ProtocolError,
     RemoteProtocolError,
     SessionEndedError,
+    TransportError,
 )
 from trio_mailoauth.imap._connection import IMAPConnection
 from trio_mailoauth.imap.commands import Command
+from trio_mailoauth.imap.commands import Fetch as FetchCommand
+from trio_mailoauth.imap.commands import Store as StoreCommand
 from trio_mailoauth.imap.events import (
     Bye,
     Enabled,
     ESearch,
     Event,
+    EventQueue,
     Exists,
     Fetch,
     Flags,
@@ -57,22 +72,36 @@ from trio_mailoauth.imap.events import (
     Recent,
     SASLChallenge,
     Search,
+    Sort,
     StatusResponse,
     TaggedResponse,
+    Thread,
     Vanished,
 )
 
 __all__ = ["IMAPSession"]
 
-# Untagged responses received and not yet handed to the caller (``noop()``, ``idle()`` and
-# ``drain_events()`` return them). A mailbox event storm (a mass EXPUNGE) can legitimately
-# produce tens of thousands; a server sending more than this between two of our calls is
-# flooding us. ~100 bytes each. The same cap bounds the responses one command collects
-# (a LIST of 100,000 mailboxes, a FETCH collected by another task's read).
+# The responses one command collects (a LIST of 100,000 mailboxes, a SELECT's data): a
+# server sending more for one command is flooding us. ~100 bytes each.
 MAX_UNTAGGED: Final = 100_000
 
-# Unsolicited events whose newer instance supersedes an older one (see ``_keep``).
-_SUPERSEDING: Final = (Exists, Recent, Flags)
+# Unsolicited events kept for a caller who does not drain them (``noop()``, ``idle()``,
+# ``drain_events()``), after coalescing (see EventQueue). Beyond this the oldest are dropped
+# and an ``Overflow`` tells the caller to resynchronise: a mass EXPUNGE of more messages is
+# better answered by a new SELECT than by replaying it. A flag-change FETCH is ~1 KB of
+# Python objects, so this stays under ~10 MB.
+MAX_QUEUED: Final = 10_000
+
+# What other tasks read into a streaming fetch's buffer while its task is busy elsewhere, so
+# that their commands can go on: ~1,600 messages of 10 KB; at least one message is always
+# taken, however big (the literal limit bounds it).
+FETCH_BUFFER_BYTES: Final = 16 * 1024 * 1024
+
+# How long a full stream buffer waits for its task to take a message before the rest of
+# the FETCH is dropped (the stream raises FetchInterruptedError): long enough for slow work
+# per message (writing it to disk), short enough that a forgotten stream does not stall the
+# other tasks for long.
+STREAM_GRACE_SECONDS: Final = 10.0
 
 # What each command collects besides its tagged response: untagged data of these kinds goes
 # to the oldest command in flight that collects it. Two commands collecting the same kind
@@ -83,6 +112,8 @@ _COLLECTS: Final[dict[str, tuple[type, ...]]] = {
     "FETCH": (Fetch,),
     "STORE": (Fetch,),
     "SEARCH": (Search, ESearch),
+    "SORT": (Sort,),
+    "THREAD": (Thread,),
     # RFC 6851 §4.3: a server may send COPYUID in an untagged OK before the EXPUNGEs.
     "MOVE": (StatusResponse,),
     "LIST": (ListEntry,),
@@ -96,9 +127,20 @@ _COLLECTS: Final[dict[str, tuple[type, ...]]] = {
     "IDLE": (IdleStarted,),
 }
 
+# Commands that open or close a mailbox: message numbers before and after name different
+# messages, so queued events are never merged across them.
+_MAILBOX_CHANGES: Final = frozenset({"SELECT", "EXAMINE", "CLOSE", "UNSELECT"})
+
 # Commands whose exchange cannot be abandoned halfway: a challenge or a "+" would wait for
 # an answer nobody gives. Interrupting one breaks the connection.
 _INTERACTIVE: Final = frozenset({"AUTHENTICATE", "STARTTLS", "IDLE", "LOGIN"})
+
+
+def event_size(event: object) -> int:
+    """Roughly what a buffered FETCH response holds in memory."""
+    if isinstance(event, Fetch):
+        return 512 + sum(len(value) for value in event.sections.values() if value)
+    return 512
 
 
 @dataclass(eq=False)
@@ -113,9 +155,16 @@ class Pending:
     abandoned: bool = False
     streaming: bool = False  # a fetch() being iterated: others wait (bounded memory)
     # The task that reads this command's data itself (a streaming fetch, an IDLE): other
-    # tasks never read for it (they would take its events or hold the read lock for as
-    # long as it runs), and that task may not send another command meanwhile.
+    # tasks never read for it while it does, and it may not send another command meanwhile.
     owner: object = None
+    # FETCH/STORE: tells this command's FETCH responses from unsolicited flag changes.
+    answers: Callable[[Fetch], bool] | None = None
+    owner_active: bool = False  # a stream's task waits in __anext__: it reads, others wait
+    buffered: int = 0  # bytes other tasks read into the stream for its busy task
+    progress: float = 0.0  # when the stream's task last took a buffered message
+    interrupted: bool = False  # the stream's rest was dropped (its task did not come back)
+    idling: bool = False  # IDLE: the server's "+" arrived, DONE may be sent
+    done_sent: bool = False  # IDLE: DONE went out (from the idler or another task)
 
 
 def refusal(response: TaggedResponse) -> IMAPResponseError:
@@ -128,38 +177,51 @@ class IMAPSession(BaseClient[IMAPConnection]):
     def _init_session(self) -> None:
         self._send_lock = anyio.Lock()
         self._pending: dict[str, Pending] = {}
-        self._unsolicited: deque[Event] = deque()
+        self._stream_pending: Pending | None = None  # the streaming fetch in flight, if any
+        self._unsolicited = EventQueue(MAX_QUEUED)
         self._completed = anyio.Event()  # set (and replaced) whenever a command completes
         self._bye: Bye | None = None
+        self._closing = False  # aclose() started: every other use is "you closed it"
+        self._submitting = 0  # tasks waiting to send: an interrupted IDLE waits for them
+        self._waiting = 0  # tasks waiting in _wait_for_completion (woken by a stream's task)
+        self._event_waiters = 0  # paused idlers, woken when an unsolicited event arrives
+        self._idle_blocks = 0  # open idle() blocks: the unsolicited events are theirs
+        self._deferred_error: RemoteProtocolError | None = None  # see _dispatch_buffered
 
     # --- unsolicited events ---------------------------------------------------------------
 
     def drain_events(self) -> list[Event]:
         """The unsolicited events received so far (EXISTS, EXPUNGE, FETCH, alerts), oldest
-        first; they are removed from the queue. No I/O."""
-        events = list(self._unsolicited)
-        self._unsolicited.clear()
-        return events
+        first; they are removed from the queue. No I/O. An :class:`Overflow` first means
+        older ones were dropped (the queue holds ``MAX_QUEUED``): resynchronise."""
+        return self._unsolicited.drain()
 
     def _keep(self, event: Event) -> None:
-        if isinstance(event, _SUPERSEDING):
-            # EXISTS, RECENT and FLAGS carry absolute values: a newer one makes an older one
-            # of its kind redundant when only such events stand between them (an EXPUNGE, a
-            # FETCH or anything else in between keeps the order meaningful). So a poller
-            # that searches and fetches for days without draining keeps one of each, not
-            # one per poll, and never meets the cap below.
-            for index in range(len(self._unsolicited) - 1, -1, -1):
-                queued = self._unsolicited[index]
-                if not isinstance(queued, _SUPERSEDING):
-                    break
-                if type(queued) is type(event):
-                    del self._unsolicited[index]
-                    break
-        if len(self._unsolicited) >= MAX_UNTAGGED:
-            raise RemoteProtocolError(
-                f"more than {MAX_UNTAGGED} unsolicited responses arrived without being drained"
-            )
         self._unsolicited.append(event)
+        if self._event_waiters:
+            self._wake()
+
+    # --- closing ----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close: LOGOUT when the connection is idle and healthy, then close the stream.
+
+        Other tasks' commands, waiting or in flight, end with ConnectionClosedError.
+        """
+        self._closing = True
+        self._wake()
+        await super().aclose()
+
+    def _ensure_usable(self) -> None:
+        if self._closing:
+            raise ConnectionClosedError("the IMAP connection was closed")
+        super()._ensure_usable()
+
+    def _closed_instead(self, exc: BaseException) -> ConnectionClosedError | None:
+        """When another task closed the connection under us, that is what to report."""
+        if self._closing and isinstance(exc, ProtocolError | TransportError):
+            return ConnectionClosedError("the IMAP connection was closed")
+        return None
 
     # --- submitting -------------------------------------------------------------------------
 
@@ -180,10 +242,11 @@ class IMAPSession(BaseClient[IMAPConnection]):
 
     def _check_not_owner(self) -> None:
         me = _current_task()
-        if any(p.owner == me for p in self._pending.values()):
+        stream = self._stream_pending
+        if stream is not None and stream.owner == me:
             raise LocalProtocolError(
-                "this task is iterating a fetch() or an idle(): finish it (aclose() a fetch, "
-                "leave the idle block) before the next command"
+                "this task is iterating a fetch(): finish it (aclose() it, or use "
+                "async with imap.fetch(...)) before the next command"
             )
 
     async def _submit(self, command: Command, *, owner: bool = False) -> Pending:
@@ -194,31 +257,51 @@ class IMAPSession(BaseClient[IMAPConnection]):
         collects = _COLLECTS.get(command.name, ())
         self._ensure_usable()
         self._check_not_owner()
-        while True:
-            self._ensure_usable()
-            completed = self._completed
-            if self._sendable(command, collects):
-                async with self._send_lock:
-                    # Checked again: acquiring the lock is a checkpoint, and another task
-                    # may have sent a command meanwhile.
-                    self._ensure_usable()
-                    if self._sendable(command, collects):
-                        return await self._send_locked(command, collects, owner)
-                continue
-            await self._wait_for_completion(completed)
+        self._submitting += 1
+        try:
+            while True:
+                self._ensure_usable()
+                completed = self._completed
+                if self._sendable(command, collects):
+                    async with self._send_lock:
+                        # Checked again: acquiring the lock is a checkpoint, and another
+                        # task may have sent a command meanwhile.
+                        self._ensure_usable()
+                        if self._sendable(command, collects):
+                            return await self._send_locked(command, collects, owner)
+                    continue
+                if not await self._interrupt_idle():
+                    await self._wait_for_completion(completed)
+        except BaseException as exc:
+            closed = self._closed_instead(exc)
+            if closed is not None:
+                raise closed from exc
+            raise
+        finally:
+            self._submitting -= 1
+            if self._event_waiters:
+                self._wake()  # a paused idler may go on
 
     async def _send_locked(
         self, command: Command, collects: tuple[type, ...], owner: bool
     ) -> Pending:
+        if command.name in _MAILBOX_CHANGES:
+            self._unsolicited.barrier()
         tag = self._conn.send(command)
+        streaming = owner and command.name == "FETCH"
         pending = Pending(
             tag,
             command,
             collects,
-            streaming=owner and command.name == "FETCH",
+            streaming=streaming,
             owner=_current_task() if owner else None,
+            answers=command.answered_by
+            if isinstance(command, FetchCommand | StoreCommand)
+            else None,
         )
         self._pending[tag] = pending
+        if streaming:
+            self._stream_pending = pending
         try:
             await self._flush()
         except BaseException as exc:
@@ -226,10 +309,46 @@ class IMAPSession(BaseClient[IMAPConnection]):
             raise
         return pending
 
+    # --- IDLE shared with other tasks --------------------------------------------------------
+
+    async def _interrupt_idle(self) -> bool:
+        """End a running IDLE (DONE) so that a command can go; True when DONE went out.
+
+        The idler sees its IDLE completed after a DONE it did not send, waits until no
+        command is waiting or in flight (still yielding events), and re-issues IDLE.
+        """
+        for pending in self._pending.values():
+            if pending.command.name == "IDLE" and pending.idling and not pending.done_sent:
+                await self._send_done(pending)
+                return True
+        return False
+
+    async def _send_done(self, pending: Pending) -> None:
+        async with self._send_lock:
+            if pending.done_sent or pending.response is not None:
+                return
+            self._ensure_usable()
+            self._conn.idle_done()
+            pending.done_sent = True
+            pending.owner = None  # whoever reads next reads the end of the IDLE
+            try:
+                await self._flush()
+            except BaseException as exc:
+                await self._break(exc)
+                raise
+
+    def _idle_reads(self) -> bool:
+        """An IDLE runs and its task reads it (nobody else may read: it would take the
+        idler's events and hold the read lock for as long as the IDLE runs)."""
+        return any(p.owner is not None and p.command.name == "IDLE" for p in self._pending.values())
+
     # --- reading ----------------------------------------------------------------------------
 
     async def _read_event(self) -> Event:
         """The next event from the core, reading (and flushing what it queued) as needed."""
+        if self._deferred_error is not None:
+            error, self._deferred_error = self._deferred_error, None
+            raise error
         conn = self._conn
         while True:
             event = conn.next_event()
@@ -250,11 +369,30 @@ class IMAPSession(BaseClient[IMAPConnection]):
                 raise ConnectionBrokenError("the server closed the connection")
             return event
 
+    def _dispatch_buffered(self, pending: Pending) -> None:
+        """Dispatch the responses already whole in the receive buffer, without I/O, until
+        ``pending`` completes: a stream's task then takes the messages of one receive
+        without a read-lock round trip each (the hot path of a big FETCH). Memory stays what
+        was received; an error in those bytes is raised by the next read, after the
+        messages before it were delivered."""
+        conn = self._conn
+        while pending.response is None and self._bye is None:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._deferred_error = exc
+                return
+            if event is NEED_DATA or isinstance(event, ConnectionClosed):
+                return  # the next read waits for data, or reports the close
+            self._dispatch(event)
+
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, TaggedResponse):
             pending = self._pending.pop(event.tag, None)
             if pending is not None:
                 pending.response = event
+                if pending is self._stream_pending:
+                    self._stream_pending = None  # nothing more to read for it
             self._wake()
             return
         if isinstance(event, SASLChallenge):  # AUTHENTICATE runs in IMAPClient._run
@@ -267,8 +405,14 @@ class IMAPSession(BaseClient[IMAPConnection]):
         if not live_vanished and not isinstance(event, Exists | Recent | Flags):
             for pending in self._pending.values():
                 if isinstance(event, pending.collects):
-                    self._collect(pending, event)
-                    return
+                    # A FETCH response that does not answer the FETCH/STORE in flight (a
+                    # flag change the server reports on its own, RFC 9051 §7.5.2) is
+                    # unsolicited: see Fetch.answered_by.
+                    answers = pending.answers
+                    if answers is None or not isinstance(event, Fetch) or answers(event):
+                        self._collect(pending, event)
+                        return
+                    break
         if isinstance(event, Exists | Recent | Flags | StatusResponse):
             # During SELECT/EXAMINE these describe the new mailbox: its answer.
             for pending in self._pending.values():
@@ -280,6 +424,15 @@ class IMAPSession(BaseClient[IMAPConnection]):
     def _collect(self, pending: Pending, event: Event) -> None:
         if pending.abandoned:
             return
+        if isinstance(event, IdleStarted):
+            pending.idling = True
+            self._wake()  # a task waiting to interrupt the IDLE may now
+        elif pending.streaming and not pending.owner_active:
+            # Read by another task while the stream's task is elsewhere: counted against
+            # FETCH_BUFFER_BYTES; its task has STREAM_GRACE_SECONDS from now to take one.
+            if not pending.buffered:
+                pending.progress = anyio.current_time()
+            pending.buffered += event_size(event)
         if len(pending.events) >= MAX_UNTAGGED:
             raise RemoteProtocolError(
                 f"more than {MAX_UNTAGGED} responses to one {pending.command.name}"
@@ -295,32 +448,57 @@ class IMAPSession(BaseClient[IMAPConnection]):
         self._wake()  # waiters find the connection broken instead of waiting forever
         await super()._break(exc)
 
+    def _stream_blocks(self, reader: Pending | None) -> Pending | None:
+        """The streaming fetch that ``reader`` (None: a task reading for others) must stop
+        reading for: its task wants to read itself, or its buffer is full."""
+        stream = self._stream_pending
+        if stream is None or stream is reader:
+            return None
+        if stream.owner_active or stream.buffered >= FETCH_BUFFER_BYTES:
+            return stream
+        return None
+
     async def _read_until(
         self, pending: Pending, *, any_event: bool = False, unsolicited: bool = False
     ) -> None:
         """Hold the read lock and dispatch until ``pending`` completes (or, with
         ``any_event``, until it has an event; with ``unsolicited`` too, until an unsolicited
         one is queued)."""
-        lock = self._lock
-        try:
-            lock.acquire_nowait()  # the common case: no checkpoint per message
-        except anyio.WouldBlock:
-            await lock.acquire()
-        try:
-            while pending.response is None:
-                if any_event and (pending.events or (unsolicited and self._unsolicited)):
-                    return
-                self._ensure_usable()
-                self._dispatch(await self._read_event())
-                if self._bye is not None and pending.command.name != "LOGOUT":
-                    if any_event:
+        while True:
+            lock = self._lock
+            try:
+                lock.acquire_nowait()  # the common case: no checkpoint per message
+            except anyio.WouldBlock:
+                await lock.acquire()
+            blocked: Pending | None = None
+            try:
+                while pending.response is None:
+                    if any_event and (pending.events or (unsolicited and self._unsolicited)):
                         return
-                    self._raise_if_ended()
-        except BaseException:
-            self._wake()  # we stop reading: a waiter must read in our place
-            raise
-        finally:
-            lock.release()
+                    self._ensure_usable()
+                    stream = self._stream_pending
+                    reading_for_stream = stream is not None and stream is not pending
+                    if reading_for_stream:
+                        blocked = self._stream_blocks(pending)
+                        if blocked is not None:
+                            break
+                    self._dispatch(await self._read_event())
+                    if pending.owner_active and pending.events:
+                        self._dispatch_buffered(pending)
+                    if self._bye is not None and pending.command.name != "LOGOUT":
+                        if any_event:
+                            return
+                        self._raise_if_ended()
+                    if reading_for_stream:  # let the stream's task come back and read
+                        await anyio.lowlevel.checkpoint()
+            except BaseException:
+                self._wake()  # we stop reading: a waiter must read in our place
+                raise
+            finally:
+                lock.release()
+            if blocked is None:
+                return
+            await self._wait_for_stream(blocked, self._completed)
 
     async def _wait(
         self, pending: Pending, *, any_event: bool = False, unsolicited: bool = False
@@ -335,34 +513,66 @@ class IMAPSession(BaseClient[IMAPConnection]):
                 if pending.response is None:
                     self._abandon(pending)
                 raise
+            closed = self._closed_instead(exc)
+            if closed is not None:
+                raise closed from exc
             if isinstance(exc, IMAPResponseError | LocalProtocolError):
                 raise
             await self._break(exc)
             raise
 
+    async def _wait_event(self, completed: anyio.Event) -> None:
+        self._waiting += 1
+        try:
+            await completed.wait()
+        finally:
+            self._waiting -= 1
+
+    async def _wait_for_stream(self, stream: Pending, completed: anyio.Event) -> None:
+        """A streaming fetch's task reads (wait), or its buffer is full: wait for its task
+        to take a message, for at most STREAM_GRACE_SECONDS, then drop the stream's rest."""
+        if stream.owner_active or stream.buffered < FETCH_BUFFER_BYTES:
+            await self._wait_event(completed)
+            return
+        deadline = stream.progress + STREAM_GRACE_SECONDS
+        if anyio.current_time() < deadline:
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                await self._wait_event(completed)
+            return
+        stream.interrupted = True
+        self._abandon(stream)
+
     async def _wait_for_completion(self, completed: anyio.Event) -> None:
         """Wait until a command in flight completes. When nobody reads (the commands in
         flight were abandoned by cancelled tasks, or their tasks are busy), read for them;
-        but never for a streaming fetch or an IDLE, whose own task reads at its own pace."""
-        if self._lock.locked() or self._owner_reads():
-            await completed.wait()
-            return
+        but never for an IDLE whose task reads, nor for a stream whose task reads or whose
+        buffer is full (see ``_wait_for_stream``)."""
         try:
+            stream = self._stream_blocks(None)
+            if stream is not None:
+                await self._wait_for_stream(stream, completed)
+                return
+            if self._lock.locked() or self._idle_reads():
+                await self._wait_event(completed)
+                return
             async with self._lock:
                 while not completed.is_set():
                     self._ensure_usable()
-                    if self._owner_reads():
-                        break  # a fetch or IDLE started meanwhile: its task reads
+                    if self._idle_reads() or self._stream_blocks(None) is not None:
+                        break  # an IDLE or a stream's task reads now, or the buffer is full
+                    reading_for_stream = self._stream_pending is not None
                     self._dispatch(await self._read_event())
                     self._raise_if_ended()
+                    if reading_for_stream:  # let the stream's task come back and read
+                        await anyio.lowlevel.checkpoint()
         except BaseException as exc:
             self._wake()  # we stop reading: another waiter must read in our place
+            closed = self._closed_instead(exc)
+            if closed is not None:
+                raise closed from exc
             if not isinstance(exc, anyio.get_cancelled_exc_class() | LocalProtocolError):
                 await self._break(exc)
             raise
-
-    def _owner_reads(self) -> bool:
-        return any(p.owner is not None for p in self._pending.values())
 
     def _raise_if_ended(self) -> None:
         if self._bye is not None:
@@ -372,12 +582,15 @@ class IMAPSession(BaseClient[IMAPConnection]):
         """Its task gave up: its data is dropped as it arrives, and nobody waits for it."""
         pending.abandoned = True
         pending.events.clear()
+        pending.buffered = 0
         self._release(pending)
 
     def _release(self, pending: Pending) -> None:
         """Its task no longer reads it: others may read for it, or send their commands."""
         pending.streaming = False
         pending.owner = None
+        if self._stream_pending is pending:
+            self._stream_pending = None
         self._wake()
 
     async def _command(self, command: Command) -> Pending:
@@ -395,9 +608,14 @@ class IMAPSession(BaseClient[IMAPConnection]):
         until nothing is in flight, then hold the read lock (BaseClient's round trip) and
         the send lock, so that no other task's command joins them."""
         self._check_not_owner()  # it would wait for itself
-        while self._pending:
-            self._ensure_usable()
-            await self._wait_for_completion(self._completed)
+        self._submitting += 1
+        try:
+            while self._pending:
+                self._ensure_usable()
+                if not await self._interrupt_idle():
+                    await self._wait_for_completion(self._completed)
+        finally:
+            self._submitting -= 1
         try:
             async with self._round_trip(), self._send_lock:
                 # A command may have been sent while we took the locks (each a checkpoint):
