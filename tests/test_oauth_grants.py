@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -231,3 +233,22 @@ def test_nonsense_expiry_numbers_are_ignored(value: str) -> None:
     auth = grants.parse_device_authorization(200, {}, device.encode(), now=NOW)
     assert auth.expires_in == 1800
     assert auth.interval == 5
+
+
+def test_decode_json_object_is_public_and_takes_only_objects() -> None:
+    assert "decode_json_object" in grants.__all__
+    assert grants.decode_json_object(b'{"error": "x"}') == {"error": "x"}
+    too_big = b'{"a": "' + b"x" * grants.MAX_RESPONSE_BYTES + b'"}'
+    for body in (b"[1]", b"null", b'"s"', b"\xff{}", b"{", b"", too_big):
+        assert grants.decode_json_object(body) is None
+
+
+def test_oauth_modules_use_each_others_public_names_only() -> None:
+    package = Path(grants.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "trio_mailoauth"
+            ):
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"

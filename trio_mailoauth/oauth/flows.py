@@ -15,9 +15,12 @@ holds the new refresh token and access token.
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
+import ipaddress
 import logging
 import secrets
+import socket
 import sys
 import webbrowser
 from collections.abc import Awaitable, Callable
@@ -56,6 +59,11 @@ _READ_TIMEOUT = 10.0
 SLOW_DOWN_SECONDS = 5.0
 # A server that says interval=0 is still not polled in a busy loop.
 _MIN_POLL_INTERVAL = 0.05
+# RFC 8252 §7.3: loopback redirects use the IP literal; its spelling in the redirect URI.
+_LOOPBACK_LITERALS = {"127.0.0.1": "127.0.0.1", "::1": "::1", "[::1]": "::1"}
+# Binding "localhost"'s addresses on one ephemeral port can collide with another program's
+# socket on the second address; a few fresh ports settle it.
+_BIND_ATTEMPTS = 10
 
 _PAGE_OK = b"<html><body><p>Logged in. You can close this window.</p></body></html>"
 _PAGE_FAILED = b"<html><body><p>The login failed; see the application.</p></body></html>"
@@ -118,13 +126,60 @@ async def _answer(stream: anyio.abc.ByteStream, status: str, page: bytes) -> Non
         await stream.send(head.encode() + page)
 
 
+async def _loopback_addresses(host: str) -> list[str]:
+    """The addresses to listen on for ``redirect_host``: the literal itself, or every
+    address ``localhost`` resolves to, which must all be loopback addresses."""
+    if host != "localhost":
+        return [_LOOPBACK_LITERALS[host]]
+    infos = await anyio.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    addresses = sorted({str(info[4][0]) for info in infos})
+    strays = [a for a in addresses if not ipaddress.ip_address(a.partition("%")[0]).is_loopback]
+    if strays or not addresses:
+        # A hosts file can map localhost anywhere: the redirect (with its code) would then
+        # be offered on a network interface (RFC 8252 §8.3).
+        raise ValueError(
+            f"'localhost' resolves to {', '.join(strays) or 'nothing'}, not only to loopback"
+            " addresses: refusing to listen there; use redirect_host='127.0.0.1'"
+        )
+    return addresses
+
+
+async def _bind_loopback(addresses: list[str]) -> list[anyio.abc.SocketListener]:
+    """One listener per address, all on the same ephemeral port (the redirect URI names
+    one port, and the browser may connect to any address of the name)."""
+    for attempt in range(_BIND_ATTEMPTS):
+        listeners: list[anyio.abc.SocketListener] = []
+        try:
+            port = 0
+            for address in addresses:
+                multi = await anyio.create_tcp_listener(local_host=address, local_port=port)
+                listener = multi.listeners[0]
+                assert isinstance(listener, anyio.abc.SocketListener)
+                listeners.append(listener)
+                port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+            # The port the first address got may be taken on another: try a new one.
+            in_use = isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+            if not in_use or attempt == _BIND_ATTEMPTS - 1:
+                raise
+            continue
+        return listeners
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class AuthorizationCodeFlow:
     """Log a user in through their browser; ``await flow.run()`` returns the provider.
 
-    ``redirect_host`` is ``127.0.0.1`` (RFC 8252 §7.3); Microsoft registrations may need
-    ``"localhost"``. ``login_hint`` pre-fills the account at the provider (defaults to
-    ``account``). The listener only accepts the redirect that carries this flow's ``state``;
-    others get a 404/400 page and the flow keeps waiting (cancel it to give up, e.g. with
+    ``redirect_host`` is the loopback IP literal ``127.0.0.1`` (RFC 8252 §7.3) or ``::1``.
+    ``"localhost"`` (RFC 8252 §8.3: not recommended, but some registrations accept nothing
+    else) listens on every address the name resolves to, on one port, and is refused if any
+    of them is not a loopback address; any other host is refused (``ValueError``).
+    ``login_hint`` pre-fills the account at the provider (defaults to ``account``). The
+    listener only accepts the redirect that carries this flow's ``state``; others get a
+    404/400 page and the flow keeps waiting (cancel it to give up, e.g. with
     ``anyio.fail_after``).
     """
 
@@ -144,6 +199,11 @@ class AuthorizationCodeFlow:
         self._store = store
         self._open_browser: Callback = open_browser or _default_browser
         self._login_hint = account if login_hint is None else login_hint
+        if redirect_host != "localhost" and redirect_host not in _LOOPBACK_LITERALS:
+            raise ValueError(
+                f"redirect_host must be '127.0.0.1', '::1' or 'localhost', not {redirect_host!r}:"
+                " the redirect listener binds loopback addresses only (RFC 8252 §7.3)"
+            )
         self._redirect_host = redirect_host
         self._http = http
 
@@ -166,12 +226,11 @@ class AuthorizationCodeFlow:
     async def _run(self, provider: RefreshTokenProvider) -> None:
         verifier, challenge = make_pkce()
         state = secrets.token_urlsafe(24)
-        multi = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        async with multi:
-            listener = multi.listeners[0]
-            assert isinstance(listener, anyio.abc.SocketListener)
-            port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            redirect_uri = f"http://{self._redirect_host}:{port}/"
+        listeners = await _bind_loopback(await _loopback_addresses(self._redirect_host))
+        try:
+            port = listeners[0].extra(anyio.abc.SocketAttribute.local_port)
+            host = "[::1]" if self._redirect_host in ("::1", "[::1]") else self._redirect_host
+            redirect_uri = f"http://{host}:{port}/"
             url = authorization_url(
                 self.endpoint,
                 redirect_uri=redirect_uri,
@@ -179,11 +238,34 @@ class AuthorizationCodeFlow:
                 code_challenge=challenge,
                 login_hint=self._login_hint,
             )
+            # The first listener that gets our redirect decides; its outcome (a code or the
+            # provider's error) is kept rather than raised inside the task group, where it
+            # would reach the caller wrapped in an ExceptionGroup.
+            outcome: list[str | OAuth2Error] = []
             async with anyio.create_task_group() as tg:
+
+                async def serve(listener: anyio.abc.SocketListener) -> None:
+                    result: str | OAuth2Error
+                    try:
+                        result = await self._wait_for_code(listener, state)
+                    except OAuth2Error as exc:
+                        result = exc
+                    if not outcome:
+                        outcome.append(result)
+                    tg.cancel_scope.cancel()
+
+                for listener in listeners:
+                    tg.start_soon(serve, listener)
                 tg.start_soon(_call, self._open_browser, url)
-                code = await self._wait_for_code(listener, state)
-                tg.cancel_scope.cancel()
-        request = authorization_code_request(self.endpoint, code, redirect_uri, verifier)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+        if not outcome:  # pragma: no cover - the group only ends once a listener decided
+            raise OAuth2Error("no_redirect", "the login ended without a redirect")
+        if isinstance(outcome[0], OAuth2Error):
+            raise outcome[0]
+        request = authorization_code_request(self.endpoint, outcome[0], redirect_uri, verifier)
         await _persist(provider, await provider._post(request))
 
     async def _wait_for_code(self, listener: anyio.abc.SocketListener, state: str) -> str:

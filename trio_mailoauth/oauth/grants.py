@@ -47,6 +47,7 @@ __all__ = [
     "authorization_url",
     "classify_error",
     "client_credentials_request",
+    "decode_json_object",
     "device_authorization_request",
     "device_token_request",
     "jwt_bearer_request",
@@ -248,7 +249,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), _MAX_RETRY_AFTER)
 
 
-def _decode_json(body: bytes) -> dict[str, object] | None:
+def decode_json_object(body: bytes) -> dict[str, object] | None:
+    """``body`` as a JSON object, or None: too big (over MAX_RESPONSE_BYTES), not UTF-8, not
+    JSON, or JSON but not an object. Token endpoints and discovery documents both answer
+    with one object; anything else is treated as no answer by the callers."""
     if len(body) > MAX_RESPONSE_BYTES:
         return None
     try:
@@ -307,7 +311,7 @@ def parse_token_response(
     (a proxy's HTML page) is temporary: nothing proves the refresh token is bad.
     """
     retry_after = parse_retry_after(headers.get("retry-after"), started)
-    data = _decode_json(body)
+    data = decode_json_object(body)
     if status != 200:
         return_error = classify_error(status, data, retry_after)
         raise return_error
@@ -345,7 +349,7 @@ def parse_device_authorization(
     status: int, headers: Mapping[str, str], body: bytes, *, now: float
 ) -> DeviceAuthorization:
     """RFC 8628 §3.2; ``interval`` defaults to 5 s."""
-    data = _decode_json(body)
+    data = decode_json_object(body)
     if status != 200:
         raise classify_error(status, data, parse_retry_after(headers.get("retry-after"), now))
     if data is None:

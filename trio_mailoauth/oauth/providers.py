@@ -12,13 +12,15 @@ those servers are::
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
 from trio_mailoauth.errors import OAuth2Error, TemporaryOAuth2Error
-from trio_mailoauth.oauth.grants import Endpoint, MailServer, _decode_json
+from trio_mailoauth.oauth.grants import Endpoint, MailServer, decode_json_object
 from trio_mailoauth.oauth.refresh import read_capped
 from trio_mailoauth.oauth.tokens import AccessToken, TokenProvider
 
@@ -180,26 +182,35 @@ async def discover(
     mechanism: Literal["XOAUTH2", "OAUTHBEARER"] = "XOAUTH2",
     http: httpx.AsyncClient | None = None,
 ) -> Endpoint:
-    """An endpoint from ``<issuer>/.well-known/openid-configuration`` (OpenID Connect
-    Discovery), falling back to ``/.well-known/oauth-authorization-server`` (RFC 8414).
+    """An endpoint from the issuer's metadata: OpenID Connect Discovery first, then RFC 8414.
+
+    For an issuer with a path (``https://host/tenant/v2.0``) the two documents live at
+    different places: OIDC Discovery §4 appends ``/.well-known/openid-configuration`` to the
+    path; RFC 8414 §3.1 inserts ``/.well-known/oauth-authorization-server`` between the host
+    and the path. Without a path they are ``https://host/.well-known/...`` both.
 
     The metadata's ``issuer`` must be ``issuer_url`` (OIDC Discovery §4.3, RFC 8414 §3.3):
-    otherwise a document served for another issuer could send our secrets elsewhere.
+    otherwise a document served for another issuer could send our secrets elsewhere. The
+    issuer and the token, authorization and device endpoints must be ``https`` (plain
+    ``http`` only to a loopback host, for tests): a client secret or a refresh token must
+    never cross a network in clear. Failures raise :class:`OAuth2Error` (``discovery_failed``,
+    ``insecure_endpoint``), or :class:`TemporaryOAuth2Error` for 5xx and network errors.
     """
     base = issuer_url.rstrip("/")
+    _require_secure(base, "the issuer")
     client = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0))
     try:
         metadata = None
-        for suffix in ("openid-configuration", "oauth-authorization-server"):
+        for url in _metadata_urls(base):
             try:
-                async with client.stream("GET", f"{base}/.well-known/{suffix}") as response:
+                async with client.stream("GET", url) as response:
                     body = await read_capped(response)
             except httpx.HTTPError as exc:
                 raise TemporaryOAuth2Error(
                     "network_error", f"discovery at {base}: {type(exc).__name__}"
                 ) from None
             if response.status_code == 200:
-                metadata = _decode_json(body)
+                metadata = decode_json_object(body)
                 break
             if response.status_code >= 500:
                 raise TemporaryOAuth2Error(f"http_{response.status_code}", f"discovery at {base}")
@@ -207,24 +218,75 @@ async def discover(
         if http is None:
             await client.aclose()
     if metadata is None or not isinstance(metadata.get("token_endpoint"), str):
-        raise OAuth2Error("discovery_failed", f"no usable metadata at {base}/.well-known/")
+        raise OAuth2Error("discovery_failed", f"no usable metadata for the issuer {base}")
     issuer = metadata.get("issuer")
     if not isinstance(issuer, str) or issuer.rstrip("/") != base:
         raise OAuth2Error("discovery_failed", f"the metadata at {base} is for another issuer")
+    token_url = str(metadata["token_endpoint"])
+    authorize = _url(metadata.get("authorization_endpoint"))
+    device = _url(metadata.get("device_authorization_endpoint"))
+    for what, found in (("token", token_url), ("authorization", authorize), ("device", device)):
+        if found is not None:
+            _require_secure(found, f"the {what} endpoint")
     methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
     auth: Literal["basic", "post"] = (
         "basic" if isinstance(methods, list) and "client_secret_basic" in methods else "post"
     )
     return generic(
-        token_url=str(metadata["token_endpoint"]),
+        token_url=token_url,
         client_id=client_id,
         client_secret=client_secret,
         scopes=scopes,
-        authorization_url=_url(metadata.get("authorization_endpoint")),
-        device_authorization_url=_url(metadata.get("device_authorization_endpoint")),
+        authorization_url=authorize,
+        device_authorization_url=device,
         client_auth=auth,
         mechanism=mechanism,
     )
+
+
+def _metadata_urls(issuer_url: str) -> tuple[str, str]:
+    """Where an issuer's metadata may be, in the order :func:`discover` tries them:
+    OpenID Connect Discovery (path, then ``/.well-known/openid-configuration``) and RFC 8414
+    (``/.well-known/oauth-authorization-server``, then the path)."""
+    parts = urlsplit(issuer_url)
+    if parts.query or parts.fragment:
+        # RFC 8414 §2 and OIDC Discovery §3: an issuer has neither.
+        raise OAuth2Error("discovery_failed", "an issuer URL has no query or fragment")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    return (
+        f"{origin}{path}/.well-known/openid-configuration",
+        f"{origin}/.well-known/oauth-authorization-server{path}",
+    )
+
+
+def _is_secure_url(url: str) -> bool:
+    """``https``, or ``http`` to a loopback host (127.0.0.0/8, ::1, localhost)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # a malformed [IPv6] netloc
+        return False
+    if not host:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_secure(url: str, what: str) -> None:
+    if not _is_secure_url(url):
+        raise OAuth2Error(
+            "insecure_endpoint",
+            f"{what} ({url}) is not https; plain http is accepted for a loopback host only",
+        )
 
 
 def _url(value: object) -> str | None:

@@ -3,17 +3,20 @@ refresh-token provider on top of it.
 
 How one refresh serves every waiter, without a task group the user has to open: the first
 caller that needs a new token becomes the *leader*; it runs the grant inside a **shielded**
-cancel scope (with its own deadline, ``refresh_timeout``) and publishes the outcome on an
-``anyio.Event``. Every other caller waits on that event. A waiter that is cancelled stops
-waiting at once; a leader that is cancelled finishes the refresh first (at most
-``refresh_timeout`` seconds) and is cancelled right after, so the token it paid for is never
-thrown away and the other waiters are served. This keeps providers usable from any task, on
-trio and asyncio alike, with no background task to own or leak.
+cancel scope (with its own deadline, ``refresh_timeout``) and publishes the outcome on one
+event (see :func:`_new_signal`). Every other caller waits on that event and does nothing else:
+10,000 of them cost what waking 10,000 tasks costs the event loop, no more (docs/tokens.md,
+the token storm). A waiter that is cancelled stops waiting at once; a leader that is
+cancelled finishes the refresh first (at most ``refresh_timeout`` seconds) and is cancelled
+right after, so the token it paid for is never thrown away and the other waiters are served.
+This keeps providers usable from any task, on trio and asyncio alike, with no background task
+to own or leak.
 
 Proactive refresh: inside the window before expiry (5 minutes or half the lifetime, whichever
-is shorter, minus up to 25 % jitter so a fleet does not refresh in lockstep), the next caller
-leads a refresh while every other caller keeps getting the still-valid token; if that refresh
-fails, the valid token is served and the refresh is tried again later.
+is shorter, minus up to 25 % jitter so a fleet does not refresh in lockstep; when the issuer
+suggests a time, Microsoft's ``refresh_in``, the window starts there, with the same jitter),
+the next caller leads a refresh while every other caller keeps getting the still-valid token;
+if that refresh fails, the valid token is served and the refresh is tried again later.
 
 Failures: a 429/5xx/network error (:class:`TemporaryOAuth2Error`) never touches the refresh
 token; the provider backs off for ``Retry-After`` (seconds or HTTP date) or exponentially
@@ -27,6 +30,7 @@ injected client is never closed by the provider).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -34,11 +38,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import anyio
 import anyio.lowlevel
 import httpx
+import sniffio
+import trio
 
 from trio_mailoauth.errors import (
     InteractionRequiredError,
@@ -63,6 +69,8 @@ __all__ = ["CachingTokenProvider", "ProviderStats", "RefreshTokenProvider"]
 logger = logging.getLogger("trio_mailoauth.oauth")
 
 DEFAULT_REFRESH_WINDOW = 300.0
+# Early refreshes start up to this fraction of their window late (see _plan_refresh).
+_JITTER = 0.25
 DEFAULT_REFRESH_TIMEOUT = 60.0
 # A token with less than this left is not handed out: a login takes a few round trips.
 EXPIRY_LEEWAY = 10.0
@@ -143,11 +151,38 @@ class _Reply:
     started: float
 
 
+class _Signal(Protocol):
+    """What a flight needs of an event: trio's, asyncio's and anyio's all have it."""
+
+    def set(self) -> None: ...
+
+    async def wait(self) -> object: ...
+
+
+def _new_signal() -> _Signal:
+    """The running loop's own event where we know it, else anyio's.
+
+    anyio.Event wraps the loop's event, and its ``wait()`` is one more coroutine per waiter:
+    one allocation and one more frame to suspend and resume. With 10,000 waiters on a flight
+    that was 5-6 % of the time to serve them all (docs/tokens.md). Only ``set()`` and
+    ``wait()`` of an unset event are used, where the three behave alike (cancellation
+    included: anyio cancels a task the loop's own way).
+    """
+    library = sniffio.current_async_library()
+    if library == "trio":
+        return trio.Event()
+    if library == "asyncio":
+        return asyncio.Event()
+    return anyio.Event()
+
+
 class _Flight:
     """One refresh in progress, and its outcome for the callers waiting on it."""
 
+    __slots__ = ("done", "error", "token")
+
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = _new_signal()
         self.token: AccessToken | None = None
         self.error: OAuth2Error | None = None
 
@@ -300,13 +335,21 @@ class CachingTokenProvider:
         logger.warning("%r: token request failed: %s", self, error)
 
     def _plan_refresh(self, token: AccessToken) -> float:
+        """When the next caller should lead an early refresh of ``token``.
+
+        Both plans are jittered (later by up to a quarter of the window they leave before
+        expiry) so a fleet that got its tokens together does not refresh in lockstep.
+        """
         if token.refresh_on is not None:
-            return token.refresh_on
+            # The issuer's suggestion (Microsoft's refresh_in) is one instant for everyone.
+            end = token.expires_at if token.expires_at is not None else token.refresh_on
+            window = max(end - token.refresh_on, 0.0)
+            return token.refresh_on + random.uniform(0.0, window * _JITTER)
         if token.expires_at is None:
             return float("inf")
         lifetime = token.expires_at - (token.obtained_at or self._clock())
         window = min(self._refresh_window, max(lifetime, 0.0) / 2)
-        return token.expires_at - window + random.uniform(0.0, window * 0.25)
+        return token.expires_at - window + random.uniform(0.0, window * _JITTER)
 
     def _usable(self, token: AccessToken, now: float) -> bool:
         return not token.is_expired(now, leeway=EXPIRY_LEEWAY)
@@ -407,7 +450,9 @@ class RefreshTokenProvider(CachingTokenProvider):
         return f"RefreshTokenProvider({self.endpoint.name}, account={self.account!r})"
 
     async def _fetch(self, stale: AccessToken | None) -> AccessToken:
-        async with self.store.lease(self.key):
+        # The refresh below ends by our deadline (the leader's shielded scope): the lease
+        # must not expire before, or a sibling process could spend the same refresh token.
+        async with self.store.lease(self.key, hold_for=self._refresh_timeout):
             record = await self.store.load(self.key)
             if record.version == 0 and self._seed is not None:
                 await self.store.save(self.key, StoredTokens(self._seed), 0)

@@ -8,8 +8,9 @@ spends a (rotating) refresh token: a second process waits, then finds the new to
 
 - :class:`MemoryTokenStore`: one process, nothing persisted (the default).
 - :class:`SQLiteTokenStore`: the embedded default for anything that restarts. stdlib sqlite3
-  on a worker thread (never on the event loop), file mode 0600, each write one transaction,
-  the lease a row with an expiry so a crashed holder cannot block the key forever. Refresh and
+  on a worker thread (never on the event loop), file mode 0600 (a symlink at the path is
+  refused), each write one transaction, the lease a row with an expiry so a crashed holder
+  cannot block the key forever (but never before the holder's own deadline). Refresh and
   access tokens can be encrypted at rest with Fernet (``cryptography``, the ``crypto`` extra):
   pass ``encryption_key=`` or set ``TRIO_MAILOAUTH_TOKEN_KEY``.
 """
@@ -17,8 +18,10 @@ spends a (rotating) refresh token: a second process waits, then finds the new to
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,9 +44,13 @@ __all__ = [
 
 KEY_ENV_VAR = "TRIO_MAILOAUTH_TOKEN_KEY"
 
-# A lease outlives the refresh it guards (an HTTP round trip, 60 s at worst with the
-# provider's deadline); a holder that crashed releases it by expiring.
+# A holder that crashed releases its lease by letting it expire; this is the shortest lease
+# (a caller that says how long it may hold one, ``lease(key, hold_for=)``, gets longer).
 DEFAULT_LEASE_SECONDS = 90.0
+# Added to ``hold_for``: after the holder's deadline fires, it may still finish a write in
+# its worker thread (a thread cannot be cancelled; sqlite waits up to _BUSY_TIMEOUT_MS for
+# the write lock) and then release. The lease must outlast all of that.
+LEASE_MARGIN = 30.0
 # How often a process waiting for another's lease looks again: a refresh takes ~100-500 ms.
 _LEASE_POLL = 0.02
 # sqlite's own wait for a write lock held by another connection.
@@ -68,8 +75,16 @@ class TokenStore(Protocol):
         """Write ``tokens`` if the stored version is still ``expected_version``."""
         ...
 
-    def lease(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Exclusive right to refresh ``key``, across every user of the same storage."""
+    def lease(
+        self, key: str, *, hold_for: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Exclusive right to refresh ``key``, across every user of the same storage.
+
+        ``hold_for`` is the longest the caller will hold it (its own deadline, e.g. the
+        provider's ``refresh_timeout``). A lease that expires (so a crashed holder cannot
+        block the key) must not expire before that: a sibling would then spend the same
+        rotating refresh token.
+        """
         ...
 
 
@@ -94,7 +109,8 @@ class MemoryTokenStore:
         return True
 
     @contextlib.asynccontextmanager
-    async def lease(self, key: str) -> AsyncIterator[None]:
+    async def lease(self, key: str, *, hold_for: float | None = None) -> AsyncIterator[None]:
+        # A lock in this process: it cannot outlive its holder, so it never expires.
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
             yield
@@ -150,12 +166,24 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo a failed write, if sqlite has not done so itself: some errors (a full disk,
+    an I/O error, a failed COMMIT) end the transaction already, and a ROLLBACK then would
+    raise "no transaction is active" in place of the error that tells what went wrong."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 class SQLiteTokenStore:
     """Tokens in a SQLite file shared by every process that opens the same path.
 
     ``encryption_key`` (Fernet key bytes/str) encrypts the token columns; without it the
     ``TRIO_MAILOAUTH_TOKEN_KEY`` environment variable is used if set. A file written with a
     key cannot be read without it (``ValueError``), and the file is created with mode 0600.
+
+    A lease lasts ``lease_seconds``, or the holder's ``hold_for`` plus ``LEASE_MARGIN`` if
+    that is longer (a provider passes its ``refresh_timeout``), so it cannot lapse while the
+    refresh it guards is still running.
     """
 
     def __init__(
@@ -177,13 +205,36 @@ class SQLiteTokenStore:
 
     # --- blocking helpers (worker thread only) --------------------------------------------
 
+    def _create_private(self) -> None:
+        """Create (or open) the file ourselves so it is 0600 from its first byte; sqlite
+        gives its journal and WAL files the database's mode.
+
+        A symlink at the path is refused, not followed: chmod through it would change the
+        mode of whatever it points to, and the tokens would be written there. (Whoever can
+        swap the file for a symlink between this check and sqlite's open can write to the
+        directory already.)
+        """
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        if not hasattr(os, "O_NOFOLLOW") and self.path.is_symlink():  # pragma: no cover
+            raise ValueError(f"{self.path} is a symbolic link: refusing to keep tokens there")
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(
+                    f"{self.path} is a symbolic link: refusing to keep tokens there"
+                ) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{self.path} is not a regular file")
+            os.fchmod(fd, 0o600)  # an existing file too; on the descriptor, not the path
+        finally:
+            os.close(fd)
+
     def _connect(self) -> sqlite3.Connection:
         if not self._ready:
-            # Create the file ourselves so it is 0600 from its first byte; sqlite gives its
-            # journal and WAL files the database's mode.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(self.path, 0o600)
+            self._create_private()
         db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         if not self._ready:
@@ -267,11 +318,13 @@ class SQLiteTokenStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         return True
 
-    def _try_lease_sync(self, db: sqlite3.Connection, key: str, holder: str) -> bool:
+    def _try_lease_sync(
+        self, db: sqlite3.Connection, key: str, holder: str, seconds: float
+    ) -> bool:
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -283,11 +336,11 @@ class SQLiteTokenStore:
             db.execute(
                 "INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT(key)"
                 " DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-                (key, holder, now + self._lease_seconds),
+                (key, holder, now + seconds),
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         return True
 
@@ -307,14 +360,21 @@ class SQLiteTokenStore:
         return saved
 
     @contextlib.asynccontextmanager
-    async def lease(self, key: str) -> AsyncIterator[None]:
+    async def lease(self, key: str, *, hold_for: float | None = None) -> AsyncIterator[None]:
+        # The row expires (a crashed holder must not block the key), but never before the
+        # holder's own deadline has passed and its last write could have finished.
+        seconds = self._lease_seconds
+        if hold_for is not None:
+            seconds = max(seconds, hold_for + LEASE_MARGIN)
         # In-process waiters queue on a lock; only its holder competes for the row lease.
         lock = self._local_locks.setdefault(key, anyio.Lock())
         async with lock:
             holder = uuid.uuid4().hex
             # Another process may hold it; its release is not an event we can wait on: poll.
             while True:
-                if await anyio.to_thread.run_sync(self._run, self._try_lease_sync, key, holder):
+                if await anyio.to_thread.run_sync(
+                    self._run, self._try_lease_sync, key, holder, seconds
+                ):
                     break
                 await anyio.sleep(_LEASE_POLL)
             try:

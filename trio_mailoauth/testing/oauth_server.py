@@ -21,7 +21,7 @@ Endpoints (form-encoded requests, JSON answers, RFC 6749 errors):
 - ``GET /authorize``: no browser; ``login_hint=<user>`` is the user who consents. Answers 302.
 - ``POST /device_authorization`` (RFC 8628), ``POST /introspect`` (RFC 7662, client
   ``dovecot`` with Basic auth; a bad token is ``200 {"active": false}``), ``POST /revoke``
-  (RFC 7009), ``GET /.well-known/oauth-authorization-server`` (RFC 8414).
+  (RFC 7009), ``GET /.well-known/oauth-authorization-server[/<issuer path>]`` (RFC 8414).
 - ``/_test/...``: JSON controls for tests (no auth; loopback peers only). Use
   :class:`OAuthServerControl` rather than calling them by hand.
 
@@ -260,12 +260,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, exc.body(), exc.headers)
 
     def _public_get(self, path: str) -> None:
-        if self.command == "GET" and path == "/.well-known/oauth-authorization-server":
+        well_known = "/.well-known/oauth-authorization-server"
+        if self.command == "GET" and (path == well_known or path.startswith(well_known + "/")):
             base = self._base_url()
+            # RFC 8414 §3.1: an issuer with a path (https://host/tenant/v2.0) has its metadata
+            # at /.well-known/oauth-authorization-server/tenant/v2.0. Any path names an issuer
+            # here (a tenant, say), served by the same endpoints.
             self._send_json(
                 200,
                 {
-                    "issuer": base,
+                    "issuer": base + path[len(well_known) :],
                     "token_endpoint": f"{base}/token",
                     "authorization_endpoint": f"{base}/authorize",
                     "device_authorization_endpoint": f"{base}/device_authorization",
