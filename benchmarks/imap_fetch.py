@@ -181,7 +181,8 @@ def _read_until_tag(sock: socket.socket, tag: bytes, sink: list[bytes] | None) -
         tail = (tail + chunk[-512:])[-512:]
 
 
-def run_socket(args: argparse.Namespace) -> tuple[float, float, int]:
+def _login_select(args: argparse.Namespace) -> tuple[socket.socket, int]:
+    """A connected socket, logged in, INBOX selected; and the number of messages."""
     sock = _socket(args)
     sock.recv(65536)
     sock.sendall(f"a LOGIN {args.user} {args.password}\r\n".encode())
@@ -190,6 +191,11 @@ def run_socket(args: argparse.Namespace) -> tuple[float, float, int]:
     sink: list[bytes] = []
     _read_until_tag(sock, b"b", sink)
     count = int(re.search(rb"\* (\d+) EXISTS", b"".join(sink)).group(1))  # type: ignore[union-attr]
+    return sock, count
+
+
+def run_socket(args: argparse.Namespace) -> tuple[float, float, int]:
+    sock, count = _login_select(args)
     total = 0
     capture: list[bytes] | None = [] if args.capture else None
     cpu, wall = _cpu(), time.perf_counter()
@@ -211,18 +217,20 @@ def _split_until_tag(sock: socket.socket, tag: bytes) -> int:
     buffer = bytearray()
     pos = 0
     taken = 0
+    waiting_for = 0  # the end of a literal not yet whole: no search before it arrives
     recv = sock.recv
     while True:
         chunk = recv(262144)
         if not chunk:
             raise ConnectionError("closed")
         buffer += chunk
-        while True:
+        while len(buffer) >= waiting_for:
             match = marker.search(buffer, pos)
             if match is None:
                 break
             end = match.end() + int(match.group(1))
             if end > len(buffer):
+                waiting_for = end
                 break
             taken += len(bytes(buffer[match.end() : end]))
             pos = end
@@ -231,18 +239,12 @@ def _split_until_tag(sock: socket.socket, tag: bytes) -> int:
             return taken
         if pos > 1 << 20:
             del buffer[:pos]
+            waiting_for = max(0, waiting_for - pos)
             pos = 0
 
 
 def run_splitter(args: argparse.Namespace) -> tuple[float, float, int]:
-    sock = _socket(args)
-    sock.recv(65536)
-    sock.sendall(f"a LOGIN {args.user} {args.password}\r\n".encode())
-    _read_until_tag(sock, b"a", None)
-    sock.sendall(b"b SELECT INBOX\r\n")
-    sink: list[bytes] = []
-    _read_until_tag(sock, b"b", sink)
-    count = int(re.search(rb"\* (\d+) EXISTS", b"".join(sink)).group(1))  # type: ignore[union-attr]
+    sock, count = _login_select(args)
     total = 0
     cpu, wall = _cpu(), time.perf_counter()
     for index, uids in enumerate(_ranges(count, args.mode)):

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_imap_fetch import selected as selected_with
 from trio_mailoauth._sansio import NEED_DATA
 from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
-from trio_mailoauth.imap import IMAPConnection, IMAPState
+from trio_mailoauth.imap import IMAPConnection
 from trio_mailoauth.imap import _reader as reader_module
 from trio_mailoauth.imap._reader import parse_response
 from trio_mailoauth.imap._writer import Atom, CommandWriter, Literal
-from trio_mailoauth.imap.commands import Append, MessageSet, Select, Sort, Store, Thread
+from trio_mailoauth.imap.commands import Append, MessageSet, Sort, Store, Thread
 from trio_mailoauth.imap.commands import Fetch as FetchCommand
 from trio_mailoauth.imap.events import (
     ESearch,
@@ -40,15 +41,7 @@ from trio_mailoauth.imap.search import Q
 
 
 def selected(caps: bytes = b"IMAP4rev1 SORT THREAD=REFERENCES ESEARCH") -> IMAPConnection:
-    conn = IMAPConnection()
-    conn.receive_data(b"* PREAUTH [CAPABILITY " + caps + b"] hi\r\n")
-    conn.next_event()
-    conn.send(Select("INBOX"))
-    conn.data_to_send()
-    conn.receive_data(b"A1 OK [READ-WRITE] done\r\n")
-    assert isinstance(conn.next_event(), TaggedResponse)
-    assert conn.state is IMAPState.SELECTED
-    return conn
+    return selected_with(caps)
 
 
 def node(*messages: int, children: tuple[ThreadNode, ...] = ()) -> ThreadNode:

@@ -424,13 +424,15 @@ class IMAPConnection:
 
     def data_to_send(self) -> bytes:
         """Bytes to write now (possibly empty)."""
-        out = bytearray()
+        parts: list[bytes] = []
         while self._outbox and not self._outbox[0].blocked:
             part = self._outbox.popleft()
             if self._trace is not None and part.trace is not None:
                 self._trace(part.trace)
-            out += part.data
-        return bytes(out)
+            parts.append(part.data)
+        # One part (a command, or an APPEND's message literal) goes out as it is: a 25 MB
+        # message is never copied here.
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def send_failed(self) -> None:
         """The I/O layer could not write: the connection is unusable."""
