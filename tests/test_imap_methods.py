@@ -1,6 +1,6 @@
 """The client's newer commands against scripted servers, for what the test Dovecot does not
-do: QUOTA with several roots and resources (Dovecot's has one), SEARCH RETURN on a server without ESEARCH, and
-the refusals sent before anything goes out."""
+do: QUOTA with several roots and resources (Dovecot's has one), SEARCH RETURN on a server
+without ESEARCH, and the refusals sent before anything goes out."""
 
 from __future__ import annotations
 

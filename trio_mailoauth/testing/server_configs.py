@@ -19,6 +19,7 @@ from trio_mailoauth.testing.oauth_model import (
 
 __all__ = [
     "MAIL_DOMAIN",
+    "UTF8_ALIAS",
     "Layout",
     "Ports",
     "dovecot_conf",
@@ -284,6 +285,17 @@ service anvil {{
   }}
 }}
 
+# QUOTA (RFC 9208) for the IMAP tests: counted from the index, a limit that only reports.
+mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
+plugin {{
+  quota = count:User quota
+  quota_rule = *:storage=10G
+  quota_vsizes = yes
+}}
+
 # Submission relays through the private Postfix, which delivers example.test back over LMTP.
 submission_relay_host = 127.0.0.1
 submission_relay_port = {ports.relay}
@@ -317,6 +329,7 @@ error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 lmtp      unix  -       -       n       -       -       lmtp
+virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
@@ -348,7 +361,16 @@ def postfix_master_cf(ports: Ports) -> str:
     )
 
 
-def postfix_main_cf(layout: Layout, ports: Ports) -> str:
+# SMTPUTF8 mail cannot reach Dovecot 2.3 over LMTP (it does not offer SMTPUTF8, so Postfix
+# bounces it), and Dovecot 2.3 submission does not offer it either. This UTF-8 alias of alice
+# is delivered by Postfix's own virtual(8) agent straight into her Maildir instead, so a
+# message sent with SMTPUTF8 through Postfix submission can be read back over IMAP as sent.
+UTF8_ALIAS = f"ålice@{MAIL_DOMAIN}"
+UTF8_ALIAS_USER = f"alice@{MAIL_DOMAIN}"
+
+
+def postfix_main_cf(layout: Layout, ports: Ports, *, vmail_uid: int, vmail_gid: int) -> str:
+    maildir = layout.maildir(UTF8_ALIAS_USER).relative_to(layout.mail)
     return f"""\
 # Private Postfix of the trio_mailoauth test harness (generated; do not edit).
 compatibility_level = 3.6
@@ -372,14 +394,21 @@ mynetworks = 127.0.0.0/8
 alias_maps =
 alias_database =
 biff = no
-smtputf8_enable = no
+smtputf8_enable = yes
 # Stock 10 MB; the SMTP tests send a 25 MB attachment through Dovecot submission and Postfix.
 message_size_limit = 52428800
 
 # Only example.test is accepted, and it goes to Dovecot over LMTP. Everything else has an error
 # transport: nothing can leave this host, whatever a test sends.
 relay_domains = {MAIL_DOMAIN}
-transport_maps = inline:{{ {MAIL_DOMAIN}=lmtp:inet:127.0.0.1:{ports.lmtp} }}
+transport_maps = inline:{{ {UTF8_ALIAS}=virtual:, {MAIL_DOMAIN}=lmtp:inet:127.0.0.1:{ports.lmtp} }}
+virtual_mailbox_base = {layout.mail}
+virtual_mailbox_maps = inline:{{ {UTF8_ALIAS}={maildir}/ }}
+virtual_uid_maps = static:{vmail_uid}
+virtual_gid_maps = static:{vmail_gid}
+virtual_minimum_uid = {vmail_uid}
+# No cap of its own (the default, 50 MB, must not be below message_size_limit).
+virtual_mailbox_limit = 0
 default_transport = error:the trio_mailoauth test harness delivers only to {MAIL_DOMAIN}
 relay_transport = error:the trio_mailoauth test harness delivers only to {MAIL_DOMAIN}
 local_transport = error:local delivery is disabled in the test harness

@@ -734,7 +734,7 @@ def _prepare(
         layout.dovecot_conf: dovecot_conf(
             layout, ports, vmail_uid=uid, vmail_gid=gid, oauth2_args=oauth2_args
         ),
-        layout.postfix / "main.cf": postfix_main_cf(layout, ports),
+        layout.postfix / "main.cf": postfix_main_cf(layout, ports, vmail_uid=uid, vmail_gid=gid),
         layout.postfix / "master.cf": postfix_master_cf(ports),
     }
     dovecot_gid = grp.getgrnam("dovecot").gr_gid
