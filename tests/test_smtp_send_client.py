@@ -98,25 +98,45 @@ async def test_pipelined_send_with_a_refused_recipient_in_the_middle() -> None:
     assert result.reply.text == "queued as X"
 
 
-async def test_bdat_send_is_one_write_and_one_round_trip() -> None:
+async def test_bdat_chunk_follows_the_replies_to_mail_and_rcpt() -> None:
     script: list[Step] = [
         GREETING,
         *ehlo(b"PIPELINING", b"CHUNKING"),
         Expect(b"MAIL FROM:<alice@example.test>"),
         Expect(b"RCPT TO:<bob@example.test>"),
+        Expect(b"RCPT TO:<nobody@elsewhere.test>"),
+        Send(b"250 ok\r\n250 ok\r\n550 no such user\r\n"),
         Expect(b"BDAT 47 LAST"),
         Expect(b"From: alice@example.test"),
         Expect(b"Subject: hi"),
         Expect(b""),
         Expect(b".dot"),  # BDAT: no dot-stuffing
-        Send(b"250 ok\r\n250 ok\r\n250 queued\r\n"),
+        Send(b"250 queued\r\n"),
+        # Every recipient refused: the message itself never goes.
+        Expect(b"MAIL FROM:<alice@example.test>"),
+        Expect(b"RCPT TO:<nobody@elsewhere.test>"),
+        Send(b"250 ok\r\n550 no such user\r\n"),
+        Expect(b"RSET"),
+        Send(b"250 ok\r\n"),
         *BYE,
     ]
     async with scripted_server(script) as server, opener(server) as smtp:
         recorder = record(smtp)
-        result = await smtp.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)
-        assert len(recorder.sent) == 1
-        assert result.ok
+        result = await smtp.sendmail(
+            "alice@example.test", ["bob@example.test", "nobody@elsewhere.test"], MESSAGE
+        )
+        # MAIL and both RCPTs in one write; the chunk, after their replies, in a second (so
+        # the server has our ACK when it answers: see SMTPClient._pipelined).
+        assert recorder.sent == [
+            b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+            b"RCPT TO:<nobody@elsewhere.test>\r\n",
+            b"BDAT 47 LAST\r\n" + MESSAGE,
+        ]
+        assert result.accepted == ("bob@example.test",)
+        assert result.reply.text == "queued"
+        with pytest.raises(SMTPPermanentError, match="every recipient was refused"):
+            await smtp.sendmail("alice@example.test", ["nobody@elsewhere.test"], MESSAGE)
+        assert not any(b"BDAT" in data for data in recorder.sent[2:])
         await smtp.quit()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import NoReturn
 
 from trio_mailoauth._sansio import (
     NEED_DATA,
@@ -29,11 +30,12 @@ from trio_mailoauth._sansio import (
     SASLChallenge,
     TraceHook,
     decode_sasl,
+    printable_line,
 )
 from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
-from trio_mailoauth.smtp._envelope import needs_smtputf8
 from trio_mailoauth.smtp._events import (
     Authenticate,
+    Bdat,
     Command,
     Event,
     Mail,
@@ -137,7 +139,8 @@ class SMTPConnection:
             )
             self._state = State.ERROR
             raise RemoteProtocolError(message)
-        written = write_command(command)
+        transaction = self._transaction
+        written = write_command(command, smtputf8=transaction is not None and transaction.smtputf8)
         if verb in ("EHLO", "HELO"):
             self._extensions = {}
         if isinstance(command, Mail):
@@ -154,12 +157,28 @@ class SMTPConnection:
         return (
             "PIPELINING" in self._extensions
             and verb in PIPELINE_MAY_END
-            and all(pending in PIPELINE_MAY_CONTINUE for pending in self._pending)
+            and PIPELINE_MAY_CONTINUE.issuperset(self._pending)
         )
 
     def _check_guards(self, command: Command) -> None:
         """The rules that are flags, not states (see _state.py)."""
-        if command.verb == "STARTTLS":
+        # The commands sent for every message first.
+        if isinstance(command, Mail):
+            self._check_mail(command)
+        elif isinstance(command, Rcpt):
+            assert self._transaction is not None  # the state table allows RCPT after MAIL only
+            if not command.recipient.isascii() and not self._transaction.smtputf8:
+                raise LocalProtocolError(
+                    "a non-ASCII recipient address needs SMTPUTF8 on the MAIL command"
+                )
+            if (command.notify is not None or command.orcpt is not None) and not self._has("DSN"):
+                raise LocalProtocolError("cannot send NOTIFY/ORCPT: the server does not offer DSN")
+        elif isinstance(command, Bdat):
+            if not self._has("CHUNKING"):
+                raise LocalProtocolError("cannot send BDAT: the server does not offer CHUNKING")
+            if self._chunk_refused:
+                raise LocalProtocolError("cannot send BDAT: an earlier chunk was refused (RSET)")
+        elif command.verb == "STARTTLS":
             if self._tls_active:
                 raise LocalProtocolError("cannot send STARTTLS: TLS is already active")
             if "STARTTLS" not in self._extensions:
@@ -174,21 +193,6 @@ class SMTPConnection:
                     f"cannot send AUTH {command.mechanism[:20]}: the server offers "
                     f"{shown} (state {self._state.value})"
                 )
-        elif isinstance(command, Mail):
-            self._check_mail(command)
-        elif isinstance(command, Rcpt):
-            assert self._transaction is not None  # the state table allows RCPT after MAIL only
-            if needs_smtputf8(command.recipient) and not self._transaction.smtputf8:
-                raise LocalProtocolError(
-                    "a non-ASCII recipient address needs SMTPUTF8 on the MAIL command"
-                )
-            if (command.notify is not None or command.orcpt is not None) and not self._has("DSN"):
-                raise LocalProtocolError("cannot send NOTIFY/ORCPT: the server does not offer DSN")
-        elif command.verb == "BDAT":
-            if not self._has("CHUNKING"):
-                raise LocalProtocolError("cannot send BDAT: the server does not offer CHUNKING")
-            if self._chunk_refused:
-                raise LocalProtocolError("cannot send BDAT: an earlier chunk was refused (RSET)")
         elif (
             command.verb == "DATA"
             and self._transaction is not None
@@ -201,26 +205,30 @@ class SMTPConnection:
 
     def _check_mail(self, command: Mail) -> None:
         """MAIL parameters need the extension that defines them."""
-        wanted = [
-            ("SIZE", command.size is not None, "SIZE"),
-            ("BODY", command.body is not None, "8BITMIME"),
-            ("BODY=BINARYMIME", command.body == "BINARYMIME", "BINARYMIME"),
-            ("SMTPUTF8", command.smtputf8, "SMTPUTF8"),
-            ("RET/ENVID", command.ret is not None or command.envid is not None, "DSN"),
-            ("REQUIRETLS", command.requiretls, "REQUIRETLS"),
-        ]
-        for parameter, used, keyword in wanted:
-            if used and not self._has(keyword):
+        offered = self._extensions
+        if command.size is not None and "SIZE" not in offered:
+            _refuse_parameter("SIZE", "SIZE")
+        if command.body is not None:
+            if "8BITMIME" not in offered:
+                _refuse_parameter("BODY", "8BITMIME")
+            if command.body == "BINARYMIME" and "BINARYMIME" not in offered:
+                _refuse_parameter("BODY=BINARYMIME", "BINARYMIME")
+        if command.smtputf8 and "SMTPUTF8" not in offered:
+            _refuse_parameter("SMTPUTF8", "SMTPUTF8")
+        if (command.ret is not None or command.envid is not None) and "DSN" not in offered:
+            _refuse_parameter("RET/ENVID", "DSN")
+        if command.requiretls:
+            if "REQUIRETLS" not in offered:
+                _refuse_parameter("REQUIRETLS", "REQUIRETLS")
+            if not self._tls_active:
+                raise LocalProtocolError("REQUIRETLS needs a TLS connection (RFC 8689)")
+        if command.size is not None:
+            limit = size_limit(offered)
+            if limit is not None and command.size > limit:
                 raise LocalProtocolError(
-                    f"cannot send MAIL with {parameter}: the server does not offer {keyword}"
+                    f"the message is {command.size} bytes; the server accepts at most "
+                    f"{limit} (SIZE)"
                 )
-        if command.requiretls and not self._tls_active:
-            raise LocalProtocolError("REQUIRETLS needs a TLS connection (RFC 8689)")
-        limit = size_limit(self._extensions)
-        if command.size is not None and limit is not None and command.size > limit:
-            raise LocalProtocolError(
-                f"the message is {command.size} bytes; the server accepts at most {limit} (SIZE)"
-            )
 
     def send_sasl_response(self, response: bytes | None) -> None:
         """Answer the SASLChallenge just returned; ``None`` cancels the exchange (``*``)."""
@@ -240,7 +248,8 @@ class SMTPConnection:
         if written.payload_end:
             out.append(written.payload_end)
         if self.trace is not None:
-            self.trace(written.trace)
+            trace = written.trace
+            self.trace(printable_line("C: ", written.data) if trace is None else trace)
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (and forget): everything queued, in one piece."""
@@ -365,3 +374,9 @@ class SMTPConnection:
             return None
         self._challenge_open = True
         return SASLChallenge(decode_sasl(reply.lines[0].encode("utf-8")))
+
+
+def _refuse_parameter(parameter: str, keyword: str) -> NoReturn:
+    raise LocalProtocolError(
+        f"cannot send MAIL with {parameter}: the server does not offer {keyword}"
+    )

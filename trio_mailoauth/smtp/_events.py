@@ -199,7 +199,9 @@ class Rcpt:
     """``RCPT TO:<recipient> [NOTIFY=...] [ORCPT=rfc822;...]``: add one recipient.
 
     ``notify`` (DSN): ``("NEVER",)`` or some of ``"SUCCESS"``, ``"FAILURE"``, ``"DELAY"``.
-    ``orcpt`` (DSN): the original recipient address, sent xtext-encoded.
+    ``orcpt`` (DSN): the original recipient address. An ASCII one goes as ``rfc822;`` and
+    xtext (RFC 3461 §4.2), a non-ASCII one as ``utf-8;`` and RFC 6533's utf-8-addr-unitext
+    when the transaction uses SMTPUTF8, its 7-bit utf-8-addr-xtext otherwise.
     """
 
     verb: ClassVar[str] = "RCPT"

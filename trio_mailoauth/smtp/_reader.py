@@ -51,6 +51,11 @@ _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 # An EHLO keyword (RFC 5321 §4.1.1.1): a letter or digit, then letters, digits and dashes.
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
+# The three digits a reply line may start with, and the code they stand for: one dict
+# lookup checks and converts them (RFC 5321 §4.2: the first digit is 2 to 5; we accept any
+# second and third digit, which servers use freely).
+_CODES = {str(code).encode("ascii"): code for code in range(200, 600)}
+
 
 class ReplyReader:
     """Collects the lines of one reply; ``read()`` returns it once the last line is in."""
@@ -80,28 +85,29 @@ class ReplyReader:
                 return reply
 
     def _add_line(self, line: bytes) -> Reply | None:
-        self._size += len(line)
-        if self._size > MAX_REPLY_BYTES:
+        # The hot path of every reply (three per message sent): few slices, one dict lookup.
+        size = self._size + len(line)
+        if size > MAX_REPLY_BYTES:
             raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
-        if len(self._texts) >= MAX_REPLY_LINES:
+        texts = self._texts
+        if len(texts) >= MAX_REPLY_LINES:
             raise RemoteProtocolError(f"reply with more than {MAX_REPLY_LINES} lines")
-        body = line[:-2]  # without CRLF
-        digits = body[:3]
-        if len(digits) != 3 or not digits.isdigit() or not b"2" <= digits[:1] <= b"5":
+        code = _CODES.get(line[:3])
+        separator = line[3:4]
+        if code is None or (separator not in b" -" and len(line) != 5):
+            # ``separator`` is CR only in "250\r\n" (RFC 5321 allows a reply with no text).
             raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
-        separator = body[3:4]
-        if separator not in (b"", b" ", b"-"):
-            raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
-        code = int(digits)
-        if self._code is not None and code != self._code:
+        if self._code is None:
+            if separator == b" ":  # the common case: a whole reply in one line
+                return _make_reply(code, [line[4:-2].decode("utf-8", "replace")])
+        elif code != self._code:
             raise RemoteProtocolError(
                 f"reply code changed from {self._code} to {code} within one reply"
             )
-        self._code = code
-        self._texts.append(body[4:].decode("utf-8", "replace"))
+        texts.append(line[4:-2].decode("utf-8", "replace"))
         if separator == b"-":
+            self._code, self._size = code, size
             return None
-        texts = self._texts
         self._code, self._texts, self._size = None, [], 0
         return _make_reply(code, texts)
 
@@ -116,10 +122,13 @@ def _make_reply(code: int, texts: list[str]) -> Reply:
     RFC 2034 puts it on every line; we strip it from each line that starts with the same
     one, and keep lines that differ (or lack it) as they are.
     """
-    match = _ENHANCED.match(texts[0])
-    if match is None or match.group(1) != str(code)[0]:
+    first = texts[0]
+    match = _ENHANCED.match(first)
+    if match is None or int(match.group(1)) != code // 100:
         return Reply(code, None, tuple(texts))
-    status = ".".join(match.groups())  # the line's own text: the regex took it digit by digit
+    status = first[: match.end(3)]  # the line's own text: the regex took it digit by digit
+    if len(texts) == 1:
+        return Reply(code, status, (first[len(status) + 1 :],))
     lines = tuple(
         text[len(status) :].removeprefix(" ") if _has_status(text, status) else text
         for text in texts

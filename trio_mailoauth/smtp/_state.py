@@ -52,6 +52,10 @@ class State(enum.Enum):
     CLOSED = "closed"  # QUIT answered, or the server closed the connection
     ERROR = "error"  # a protocol error or a failed write; nothing works any more
 
+    # Members are singletons compared by identity: hash them by identity too, in C, not by
+    # Enum's Python-level hash of the name (the tables below are looked up per command/reply).
+    __hash__ = object.__hash__
+
 
 # The pseudo-verb of the reply nobody asked for but everybody waits for.
 GREETING = "greeting"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from trio_mailoauth._sansio import encode_sasl
 from trio_mailoauth.errors import LocalProtocolError
-from trio_mailoauth.smtp._envelope import xtext
+from trio_mailoauth.smtp._envelope import orcpt_value, xtext
 from trio_mailoauth.smtp._events import (
     Authenticate,
     Bdat,
@@ -59,12 +59,16 @@ _MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}")
 _MAX_DOMAIN = 255
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made for every command, and never kept
 class Written:
-    """A command ready to go: ``data`` now, ``held_response`` after the first challenge."""
+    """A command ready to go: ``data`` now, ``held_response`` after the first challenge.
+
+    ``trace`` is the redacted trace line when ``data`` holds a secret or a message; ``None``
+    means the command line itself is the trace, formatted only when somebody traces.
+    """
 
     data: bytes
-    trace: str
+    trace: str | None = None
     held_response: bytes | None = None
     # Sent right after ``data``; kept apart so a big message is not copied to prepend a line.
     payload: bytes = b""
@@ -82,8 +86,23 @@ def check_local_name(name: str) -> str | None:
     return None
 
 
-def write_command(command: Command) -> Written:
-    """The wire bytes of ``command``; LocalProtocolError if it cannot be written."""
+def write_command(command: Command, *, smtputf8: bool = False) -> Written:
+    """The wire bytes of ``command``; LocalProtocolError if it cannot be written.
+
+    ``smtputf8``: the transaction uses SMTPUTF8 (how RCPT writes a non-ASCII ORCPT).
+    """
+    # The commands of a mail transaction first: they are the ones sent per message.
+    if isinstance(command, Mail):
+        return _write_mail(command)
+    if isinstance(command, Rcpt):
+        return _write_rcpt(command, smtputf8)
+    if isinstance(command, Bdat):
+        head = b"BDAT %d LAST\r\n" if command.last else b"BDAT %d\r\n"
+        return Written(head % len(command.chunk), None, None, command.chunk)
+    if isinstance(command, MessageData):
+        stuffed = dot_stuff(command.content)
+        end = b".\r\n" if not stuffed or stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
+        return Written(b"", f"C: <message data: {len(stuffed)} bytes>", None, stuffed, end)
     if isinstance(command, Ehlo | Helo):
         problem = check_local_name(command.hostname)
         if problem is not None:
@@ -93,17 +112,6 @@ def write_command(command: Command) -> Written:
         return _line(command.verb)
     if isinstance(command, Authenticate):
         return _write_auth(command)
-    if isinstance(command, Mail):
-        return _write_mail(command)
-    if isinstance(command, Rcpt):
-        return _write_rcpt(command)
-    if isinstance(command, MessageData):
-        stuffed = dot_stuff(command.content)
-        end = b".\r\n" if not stuffed or stuffed.endswith(b"\r\n") else b"\r\n.\r\n"
-        return Written(b"", f"C: <message data: {len(stuffed)} bytes>", None, stuffed, end)
-    if isinstance(command, Bdat):
-        head = f"BDAT {len(command.chunk)}{' LAST' if command.last else ''}"
-        return Written(head.encode("ascii") + b"\r\n", f"C: {head}", None, command.chunk)
     if isinstance(command, Vrfy):
         return _line(f"VRFY {command.address}")
     raise LocalProtocolError(f"not an SMTP command: {type(command).__name__}")
@@ -126,18 +134,18 @@ def _write_mail(command: Mail) -> Written:
     return _utf8_line(" ".join(words))
 
 
-def _write_rcpt(command: Rcpt) -> Written:
+def _write_rcpt(command: Rcpt, smtputf8: bool) -> Written:
     words = [f"RCPT TO:<{command.recipient}>"]
     if command.notify is not None:
         words.append("NOTIFY=" + ",".join(command.notify))
     if command.orcpt is not None:
-        words.append(f"ORCPT=rfc822;{xtext(command.orcpt)}")
+        words.append("ORCPT=" + orcpt_value(command.orcpt, smtputf8=smtputf8))
     return _utf8_line(" ".join(words))
 
 
 def _utf8_line(text: str) -> Written:
     # Non-ASCII only reaches here with SMTPUTF8 (checked by the command and the connection).
-    return Written(text.encode("utf-8") + b"\r\n", f"C: {text}")
+    return Written(text.encode("utf-8") + b"\r\n")
 
 
 def normalize_line_endings(data: bytes) -> bytes:
@@ -164,7 +172,7 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 def _line(text: str) -> Written:
-    return Written(text.encode("ascii") + b"\r\n", f"C: {text}")
+    return Written(text.encode("ascii") + b"\r\n")
 
 
 def _write_auth(command: Authenticate) -> Written:
@@ -180,7 +188,7 @@ def _write_auth(command: Authenticate) -> Written:
     data = head.encode("ascii") + b" " + encoded + b"\r\n"
     if len(data) <= MAX_COMMAND_LINE:
         return Written(data, f"C: {head} <redacted>")
-    return Written(head.encode("ascii") + b"\r\n", f"C: {head}", held_response=response)
+    return Written(head.encode("ascii") + b"\r\n", held_response=response)
 
 
 def write_response(response: bytes | None) -> Written:

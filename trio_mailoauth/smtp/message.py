@@ -62,12 +62,59 @@ def _addresses(values: Iterable[str]) -> list[str]:
     return [address for _, address in email.utils.getaddresses(list(values)) if address]
 
 
-def _headers_of(message: Message | bytes) -> Message:
+def _text(value: object) -> str:
+    """A raw header value as text (a compat32 message may hold ``Header`` objects; the bytes
+    parser keeps 8-bit octets as surrogates)."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+def _fields(message: Message | bytes) -> list[tuple[str, str]]:
+    """Every header field, in order: (lower-case name, value).
+
+    The raw values (``raw_items``), not ``get_all``: an EmailMessage's policy would parse
+    each field into a header object first, which costs more than sending the message.
+    """
     if isinstance(message, Message):
-        return message
-    end = _header_end(message)
-    text = message[:end].decode("utf-8", "surrogateescape")
-    return HeaderParser().parsestr(text, headersonly=True)
+        headers = message
+    else:
+        end = _header_end(message)
+        text = message[:end].decode("utf-8", "surrogateescape")
+        headers = HeaderParser().parsestr(text, headersonly=True)
+    return [(name.lower(), _text(value)) for name, value in headers.raw_items()]
+
+
+def _newest_resent_block(fields: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """The fields of the most recent Resent- block (RFC 5322 §3.6.6), or None.
+
+    A block is a run of adjacent Resent- fields, each field at most once (a repeated one
+    starts the next block; a trace or other field ends it). Resending prepends a block, so
+    the topmost is the newest — unless blocks follow the From field, where a program put
+    them (``message["Resent-To"] = ...`` appends): then the last of those is the newest.
+    """
+    blocks: list[tuple[int, list[tuple[str, str]]]] = []
+    current: list[tuple[str, str]] | None = None
+    for index, (name, value) in enumerate(fields):
+        if not name.startswith("resent-"):
+            current = None
+            continue
+        if current is None or any(name == seen for seen, _ in current):
+            current = []
+            blocks.append((index, current))
+        current.append((name, value))
+    if not blocks:
+        return None
+    from_at = next((i for i, (name, _) in enumerate(fields) if name == "from"), None)
+    appended = [block for start, block in blocks if from_at is not None and start > from_at]
+    return appended[-1] if appended else blocks[0][1]
+
+
+def _values(fields: list[tuple[str, str]], name: str) -> list[str]:
+    return [value for field, value in fields if field == name]
 
 
 def envelope_from_headers(
@@ -75,29 +122,42 @@ def envelope_from_headers(
 ) -> tuple[str, list[str]]:
     """The envelope: ``sender`` or Sender/From; ``recipients`` or To, Cc and Bcc.
 
+    When the message has Resent- fields, the most recent Resent- block says instead:
+    Resent-Sender/Resent-From, and Resent-To, Resent-Cc, Resent-Bcc (as smtplib does).
     Duplicate recipients are sent once. ValueError when the headers do not say.
     """
-    headers = None
+    if sender is not None and recipients is not None:
+        return sender, list(dict.fromkeys(recipients))
+    fields = _fields(message)
+    resent = _newest_resent_block(fields)
+    if resent is None:
+        where, prefix = "the message", ""
+    else:
+        where, prefix, fields = "the most recent Resent- block", "Resent-", resent
     if sender is None:
-        headers = _headers_of(message)
-        senders = _addresses(headers.get_all("Sender", []))
+        senders = _addresses(_values(fields, f"{prefix}sender".lower()))
         if not senders:
-            senders = _addresses(headers.get_all("From", []))
+            senders = _addresses(_values(fields, f"{prefix}from".lower()))
             if len(senders) > 1:
                 # RFC 5322 §3.6.2: with several From addresses, Sender says who sent it.
-                raise ValueError("the message has several From addresses and no Sender")
+                raise ValueError(
+                    f"{where} has several {prefix}From addresses and no {prefix}Sender"
+                )
         if not senders:
-            raise ValueError("no sender given and the message has no From or Sender header")
+            raise ValueError(
+                f"no sender given and {where} has no {prefix}From or {prefix}Sender header"
+            )
         sender = senders[0]
     if recipients is None:
-        headers = headers or _headers_of(message)
         found: list[str] = []
         for name in _RECIPIENT_HEADERS:
-            found += _addresses(headers.get_all(name, []))
+            found += _addresses(_values(fields, f"{prefix}{name}".lower()))
         recipients = found
     unique = list(dict.fromkeys(recipients))
     if not unique:
-        raise ValueError("no recipients given and the message has no To, Cc or Bcc header")
+        raise ValueError(
+            f"no recipients given and {where} has no {prefix}To, {prefix}Cc or {prefix}Bcc header"
+        )
     return sender, unique
 
 
