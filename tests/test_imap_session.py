@@ -17,6 +17,7 @@ from trio_mailoauth.errors import (
     ConnectionClosedError,
     FetchInterruptedError,
     IMAPResponseError,
+    LocalProtocolError,
     RemoteProtocolError,
 )
 from trio_mailoauth.imap import IMAPClient, open_imap
@@ -677,4 +678,34 @@ async def test_a_close_after_messages_in_one_read_comes_after_them() -> None:
         with trio.fail_after(5), pytest.raises(ConnectionBrokenError):
             await _bodies(imap, bodies)
         assert bodies == [b"a", b"b"]
+        await imap.aclose()
+
+
+async def test_a_command_inside_a_fetch_loop_is_refused_even_if_the_fetch_is_complete() -> None:
+    # The whole FETCH, tagged reply included, arrives in one read: the stream's task holds
+    # all of it. A command from inside its loop is still refused, whatever the timing.
+    script: list[Step] = [
+        PREAUTH,
+        Expect(b'A1 SELECT "INBOX"'),
+        Send(b"A1 OK [READ-WRITE] done\r\n"),
+        Expect(pattern=rb"A2 UID FETCH 1:\* \(BODY.PEEK\[\]\)"),
+        Send(
+            b"* 1 FETCH (UID 1 BODY[] {1}\r\na)\r\n"
+            b"* 2 FETCH (UID 2 BODY[] {1}\r\nb)\r\n"
+            b"A2 OK done\r\n"
+        ),
+        Expect(b"A3 NOOP"),
+        Send(b"A3 OK done\r\n"),
+        *LOGOUT,
+    ]
+    async with scripted_server(script) as server:
+        imap = await connect(server.port)
+        await imap.select("INBOX")
+        with trio.fail_after(5):
+            async with imap.fetch("1:*", ["BODY.PEEK[]"], uid=True) as stream:
+                first = await stream.__anext__()
+                assert first.body == b"a"
+                with pytest.raises(LocalProtocolError, match="iterating a fetch"):
+                    await imap.noop()
+            assert await imap.noop() == []  # after the loop, commands go again
         await imap.aclose()

@@ -178,6 +178,10 @@ class IMAPSession(BaseClient[IMAPConnection]):
         self._send_lock = anyio.Lock()
         self._pending: dict[str, Pending] = {}
         self._stream_pending: Pending | None = None  # the streaming fetch in flight, if any
+        # The streaming fetch whose task has not finished iterating it (its FETCH may have
+        # completed on the wire already, its messages still buffered): that task may not
+        # send a command meanwhile, whatever the timing of the server's tagged reply.
+        self._iterated: Pending | None = None
         self._unsolicited = EventQueue(MAX_QUEUED)
         self._completed = anyio.Event()  # set (and replaced) whenever a command completes
         self._bye: Bye | None = None
@@ -242,7 +246,7 @@ class IMAPSession(BaseClient[IMAPConnection]):
 
     def _check_not_owner(self) -> None:
         me = _current_task()
-        stream = self._stream_pending
+        stream = self._iterated
         if stream is not None and stream.owner == me:
             raise LocalProtocolError(
                 "this task is iterating a fetch(): finish it (aclose() it, or use "
@@ -301,7 +305,7 @@ class IMAPSession(BaseClient[IMAPConnection]):
         )
         self._pending[tag] = pending
         if streaming:
-            self._stream_pending = pending
+            self._stream_pending = self._iterated = pending
         try:
             await self._flush()
         except BaseException as exc:
@@ -591,6 +595,8 @@ class IMAPSession(BaseClient[IMAPConnection]):
         pending.owner = None
         if self._stream_pending is pending:
             self._stream_pending = None
+        if self._iterated is pending:
+            self._iterated = None
         self._wake()
 
     async def _command(self, command: Command) -> Pending:

@@ -627,6 +627,22 @@ class MailServers:
             raise HarnessError(f"doveadm {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
+    def save(self, user: str, message: bytes) -> None:
+        """Deliver ``message`` to the INBOX through Dovecot itself (``doveadm save``): its
+        index changes at once, so a session in IDLE hears of it however close to the start
+        of its IDLE it comes. (A file written by :meth:`deliver` in the same clock tick as
+        a session's last look at the Maildir may wait for Dovecot's next periodic check.)"""
+        result = subprocess.run(
+            ["doveadm", "-c", str(self.layout.dovecot_conf), "save", "-u", user],
+            input=message,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            stderr = result.stderr.decode(errors="replace").strip()
+            raise HarnessError(f"doveadm save -u {user}: {stderr}")
+
     def kick(self, user: str) -> None:
         """Disconnect every session of ``user`` (IMAP gets ``* BYE``): reconnect tests."""
         self.doveadm("kick", user)
