@@ -111,22 +111,36 @@ def microsoft(
     )
 
 
+def _yahoo_platform(
+    name: str,
+    login: str,
+    mail: str,
+    client_id: str,
+    client_secret: str | None,
+    scopes: Sequence[str],
+) -> Endpoint:
+    """Yahoo and AOL share one platform: the same endpoints and rules on their own hosts."""
+    return Endpoint(
+        token_url=f"https://{login}/oauth2/get_token",
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=tuple(scopes),
+        authorization_url=f"https://{login}/oauth2/request_auth",
+        client_auth="basic",
+        mechanism="OAUTHBEARER",
+        imap=MailServer(f"imap.{mail}", 993),
+        smtp=MailServer(f"smtp.{mail}", 465),
+        pop3=MailServer(f"pop.{mail}", 995),
+        name=name,
+    )
+
+
 def yahoo(
     *, client_id: str, client_secret: str | None = None, scopes: Sequence[str] = ("mail-w",)
 ) -> Endpoint:
     """Yahoo Mail: OAUTHBEARER only."""
-    return Endpoint(
-        token_url="https://api.login.yahoo.com/oauth2/get_token",
-        client_id=client_id,
-        client_secret=client_secret,
-        scopes=tuple(scopes),
-        authorization_url="https://api.login.yahoo.com/oauth2/request_auth",
-        client_auth="basic",
-        mechanism="OAUTHBEARER",
-        imap=MailServer("imap.mail.yahoo.com", 993),
-        smtp=MailServer("smtp.mail.yahoo.com", 465),
-        pop3=MailServer("pop.mail.yahoo.com", 995),
-        name="yahoo",
+    return _yahoo_platform(
+        "yahoo", "api.login.yahoo.com", "mail.yahoo.com", client_id, client_secret, scopes
     )
 
 
@@ -134,19 +148,7 @@ def aol(
     *, client_id: str, client_secret: str | None = None, scopes: Sequence[str] = ("mail-w",)
 ) -> Endpoint:
     """AOL Mail (the Yahoo platform): OAUTHBEARER only."""
-    return Endpoint(
-        token_url="https://api.login.aol.com/oauth2/get_token",
-        client_id=client_id,
-        client_secret=client_secret,
-        scopes=tuple(scopes),
-        authorization_url="https://api.login.aol.com/oauth2/request_auth",
-        client_auth="basic",
-        mechanism="OAUTHBEARER",
-        imap=MailServer("imap.aol.com", 993),
-        smtp=MailServer("smtp.aol.com", 465),
-        pop3=MailServer("pop.aol.com", 995),
-        name="aol",
-    )
+    return _yahoo_platform("aol", "api.login.aol.com", "aol.com", client_id, client_secret, scopes)
 
 
 def generic(
