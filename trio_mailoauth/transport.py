@@ -297,12 +297,17 @@ class _TLSLayer:
         if self._error is not None:
             self._broken = True
             raise self._error
-        read = self._ssl_object.read
+        ssl_object, incoming = self._ssl_object, self._incoming
+        read = ssl_object.read
         while True:
             chunks: list[bytes] = []
             size = 0
             try:
-                while size < TLS_RECEIVE_CAP:
+                # Only while OpenSSL has something to read: a reply we wait for arrives in
+                # one record, and a read() that finds nothing costs an exception.
+                while size < TLS_RECEIVE_CAP and (
+                    incoming.pending or incoming.eof or ssl_object.pending()
+                ):
                     chunk = read(min(_TLS_RECORD_READ, TLS_RECEIVE_CAP - size))
                     if not chunk:  # close_notify
                         self._eof = True
