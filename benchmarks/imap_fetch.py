@@ -37,7 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BATCH = 500
-CLIENTS = ["trio_mailoauth", "imaplib", "imapclient", "aioimaplib", "socket", "splitter"]
+CLIENTS = [
+    "trio_mailoauth",
+    "imaplib",
+    "imapclient",
+    "aioimaplib",
+    "socket",
+    "splitter",
+    "bare trio",
+]
 
 
 def _cpu() -> float:
@@ -210,37 +218,52 @@ def run_socket(args: argparse.Namespace) -> tuple[float, float, int]:
     return result
 
 
-def _split_until_tag(sock: socket.socket, tag: bytes) -> int:
-    """The minimal client: read, cut out each ``{n}`` literal (the message) and slice it,
-    until the tagged line. Bytes of message bodies taken."""
-    marker = _LITERAL
-    buffer = bytearray()
-    pos = 0
-    taken = 0
-    waiting_for = 0  # the end of a literal not yet whole: no search before it arrives
-    recv = sock.recv
-    while True:
-        chunk = recv(262144)
+class _Splitter:
+    """The minimal client's work: cut out each ``{n}`` literal (the message) and slice it,
+    until the tagged line. ``feed`` says when that line came; ``taken`` counts the bytes of
+    message bodies."""
+
+    def __init__(self, tag: bytes) -> None:
+        self.tag = tag
+        self.buffer = bytearray()
+        self.pos = 0
+        self.taken = 0
+        self.waiting_for = 0  # the end of a literal not yet whole: no search before it
+
+    def feed(self, chunk: bytes) -> bool:
         if not chunk:
             raise ConnectionError("closed")
+        buffer = self.buffer
         buffer += chunk
-        while len(buffer) >= waiting_for:
-            match = marker.search(buffer, pos)
+        pos = self.pos
+        while len(buffer) >= self.waiting_for:
+            match = _LITERAL.search(buffer, pos)
             if match is None:
                 break
             end = match.end() + int(match.group(1))
             if end > len(buffer):
-                waiting_for = end
+                self.waiting_for = end
                 break
-            taken += len(bytes(buffer[match.end() : end]))
+            self.taken += len(bytes(buffer[match.end() : end]))
             pos = end
+        self.pos = pos
         line_start = buffer.rfind(b"\r\n", pos, len(buffer) - 2) + 2
-        if buffer.endswith(b"\r\n") and buffer.startswith(tag + b" ", max(line_start, pos)):
-            return taken
+        if buffer.endswith(b"\r\n") and buffer.startswith(self.tag + b" ", max(line_start, pos)):
+            return True
         if pos > 1 << 20:
             del buffer[:pos]
-            waiting_for = max(0, waiting_for - pos)
-            pos = 0
+            self.waiting_for = max(0, self.waiting_for - pos)
+            self.pos = 0
+        return False
+
+
+def _split_until_tag(sock: socket.socket, tag: bytes) -> int:
+    """The minimal client over a blocking socket. Bytes of message bodies taken."""
+    splitter = _Splitter(tag)
+    recv = sock.recv
+    while not splitter.feed(recv(262144)):
+        pass
+    return splitter.taken
 
 
 def run_splitter(args: argparse.Namespace) -> tuple[float, float, int]:
@@ -256,6 +279,41 @@ def run_splitter(args: argparse.Namespace) -> tuple[float, float, int]:
     return result
 
 
+def run_bare_trio(args: argparse.Namespace) -> tuple[float, float, int]:
+    """The minimal client's work under trio: a non-blocking socket (an ``SSLSocket`` over
+    TLS, Python's ssl reading the socket itself) and ``trio.lowlevel.wait_readable`` when
+    nothing is there. No library: the floor for any trio client."""
+    import trio
+
+    sock, count = _login_select(args)
+    sock.setblocking(False)
+    tls = isinstance(sock, ssl.SSLSocket)
+
+    async def recv() -> bytes:
+        while True:
+            try:
+                return sock.recv(262144)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                if not (tls and sock.pending()):  # type: ignore[attr-defined]
+                    await trio.lowlevel.wait_readable(sock)
+
+    async def main() -> tuple[float, float, int]:
+        total = 0
+        cpu, wall = _cpu(), time.perf_counter()
+        for index, uids in enumerate(_ranges(count, args.mode)):
+            tag = f"A{index + 2}".encode()
+            sock.send(tag + b" UID FETCH " + uids.encode() + b" (BODY.PEEK[])\r\n")
+            splitter = _Splitter(tag)
+            while not splitter.feed(await recv()):
+                pass
+            total += splitter.taken
+        return _cpu() - cpu, time.perf_counter() - wall, total
+
+    result = trio.run(main)
+    sock.close()
+    return result
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], tuple[float, float, int]]] = {
     "trio_mailoauth": run_ours,
     "imaplib": run_imaplib,
@@ -263,6 +321,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], tuple[float, float, int]]] = {
     "aioimaplib": run_aioimaplib,
     "socket": run_socket,
     "splitter": run_splitter,
+    "bare trio": run_bare_trio,
 }
 
 
