@@ -338,6 +338,18 @@ def test_normalisation_keeps_canonical_data_as_is() -> None:
     assert dot_stuff(data) is data
 
 
+@settings(max_examples=300)
+@given(st.text(alphabet="\r\na", max_size=40).map(str.encode))
+def test_normalisation_changes_exactly_what_is_not_canonical(content: bytes) -> None:
+    canonical = content.count(b"\r") == content.count(b"\n") == content.count(b"\r\n")
+    normal = normalize_line_endings(content)
+    if canonical:
+        assert normal is content
+    else:
+        assert normal != content
+        assert normal.count(b"\r") == normal.count(b"\n") == normal.count(b"\r\n")
+
+
 # --- addresses and parameters -----------------------------------------------------------------
 
 
