@@ -61,6 +61,15 @@ class Reply:
     enhanced_status: str | None
     lines: tuple[str, ...]
 
+    def __init__(self, code: int, enhanced_status: str | None, lines: tuple[str, ...]) -> None:
+        # What @dataclass(frozen=True) would generate, minus its object.__setattr__ call per
+        # field: a Reply is made for every reply (three per message sent), and that way
+        # costs twice as much as the rest of making one.
+        fields = self.__dict__
+        fields["code"] = code
+        fields["enhanced_status"] = enhanced_status
+        fields["lines"] = lines
+
     @property
     def text(self) -> str:
         """All lines joined with a space: how the reply reads in an error message."""
