@@ -4,6 +4,7 @@ the smuggling attempts it defeats, address and parameter checks, the message hel
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
@@ -569,3 +570,33 @@ def test_send_result() -> None:
 def test_size_limit_reads_ascii_digits_only(advertised: str, limit: int | None) -> None:
     # "²".isdigit() is True and int("²") a ValueError: it would escape from send(Mail(...)).
     assert size_limit(parse_ehlo(r(250, None, "mx", advertised))) == limit
+
+
+def test_transaction_commands_are_frozen_values() -> None:
+    # Mail, Rcpt and Bdat have their own fast __init__; they must still behave as the frozen
+    # dataclasses they are, defaults and checks included.
+    mail = Mail("a@example.test", size=10)
+    assert mail == Mail("a@example.test", 10, None, False, None, None, False)
+    assert (mail.body, mail.smtputf8, mail.ret, mail.envid, mail.requiretls) == (
+        None,
+        False,
+        None,
+        None,
+        False,
+    )
+    assert dataclasses.replace(mail, size=11).size == 11
+    assert hash(Rcpt("b@example.test")) == hash(Rcpt("b@example.test", None, None))
+    assert Rcpt("b@example.test", notify=("NEVER",)).notify == ("NEVER",)
+    assert Bdat(b"x") == Bdat(b"x", last=False) != Bdat(b"x", last=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mail.size = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Rcpt("b@example.test").recipient = "c@example.test"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Bdat(b"x").last = True  # type: ignore[misc]
+    with pytest.raises(LocalProtocolError):
+        dataclasses.replace(mail, sender="a@example.test>")
+    with pytest.raises(LocalProtocolError):
+        Rcpt("b@example.test", orcpt="c@example.test\r\nRSET")
+    with pytest.raises(LocalProtocolError):
+        Rcpt("b@example.test", notify=("NEVER", "SUCCESS"))
