@@ -208,17 +208,21 @@ class SMTPClient(BaseClient[SMTPConnection]):
         """
         conn = self._conn
         replies: list[Reply] = []
-        data = conn.data_to_send()  # self._flush(), inline: one coroutine less per message
-        if data:
-            try:
-                await self._stream.send_all(data)
-            except BaseException:
-                conn.send_failed()
-                raise
+        # What the caller queued goes out first; later, what next_event() queued (AUTH's
+        # held response) goes out before we wait. Inline rather than self._flush(): no
+        # coroutine per write or per wait (this runs for every message).
+        data = conn.data_to_send()
         while True:
+            if data:
+                try:
+                    await self._stream.send_all(data)
+                except BaseException:
+                    conn.send_failed()
+                    raise
             event = conn.next_event()
             if isinstance(event, Reply):
-                if conn.state is State.CLOSING:
+                data = b""
+                if event.code == 421 and conn.state is State.CLOSING:
                     # 421 (RFC 5321 §3.8): nothing more will work on this connection. A
                     # refusal would leave it OK, and every later command fail as local.
                     error = _refusal(event)
@@ -228,8 +232,9 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 if len(replies) == count:
                     return replies
             elif event is NEED_DATA:
-                await self._flush()  # what next_event() queued (AUTH's held response)
-                conn.receive_data(await self._stream.receive_some())
+                data = conn.data_to_send()
+                if not data:  # else: out first, then next_event() again
+                    conn.receive_data(await self._stream.receive_some())
             elif isinstance(event, ConnectionClosed):
                 raise ConnectionBrokenError("the server closed the connection")
             else:
