@@ -82,36 +82,32 @@ class ReplyReader:
                 return None
             if trace is not None:
                 trace(printable_line("S: ", line))
-            reply = self._add_line(line)
-            if reply is not None:
-                return reply
-
-    def _add_line(self, line: bytes) -> Reply | None:
-        # The hot path of every reply (three per message sent): few slices, one dict lookup.
-        size = self._size + len(line)
-        if size > MAX_REPLY_BYTES:
-            raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
-        texts = self._texts
-        if len(texts) >= MAX_REPLY_LINES:
-            raise RemoteProtocolError(f"reply with more than {MAX_REPLY_LINES} lines")
-        code = _CODES.get(line[:3])
-        separator = line[3:4]
-        if code is None or (separator not in b" -" and len(line) != 5):
-            # ``separator`` is CR only in "250\r\n" (RFC 5321 allows a reply with no text).
-            raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
-        if self._code is None:
-            if separator == b" ":  # the common case: a whole reply in one line
-                return _one_line_reply(code, line[4:-2].decode("utf-8", "replace"))
-        elif code != self._code:
-            raise RemoteProtocolError(
-                f"reply code changed from {self._code} to {code} within one reply"
-            )
-        texts.append(line[4:-2].decode("utf-8", "replace"))
-        if separator == b"-":
-            self._code, self._size = code, size
-            return None
-        self._code, self._texts, self._size = None, [], 0
-        return _make_reply(code, texts)
+            # The line, checked and added, here rather than in a method of its own: this
+            # is the hot path of every reply (three per message sent).
+            size = self._size + len(line)
+            if size > MAX_REPLY_BYTES:
+                raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
+            texts = self._texts
+            if len(texts) >= MAX_REPLY_LINES:
+                raise RemoteProtocolError(f"reply with more than {MAX_REPLY_LINES} lines")
+            code = _CODES.get(line[:3])
+            separator = line[3:4]
+            if code is None or (separator not in b" -" and len(line) != 5):
+                # ``separator`` is CR only in "250\r\n" (RFC 5321 allows a reply with no text).
+                raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
+            if self._code is None:
+                if separator == b" ":  # the common case: a whole reply in one line
+                    return _one_line_reply(code, line[4:-2].decode("utf-8", "replace"))
+            elif code != self._code:
+                raise RemoteProtocolError(
+                    f"reply code changed from {self._code} to {code} within one reply"
+                )
+            texts.append(line[4:-2].decode("utf-8", "replace"))
+            if separator == b"-":
+                self._code, self._size = code, size
+                continue
+            self._code, self._texts, self._size = None, [], 0
+            return _make_reply(code, texts)
 
 
 def _shown(line: bytes) -> str:

@@ -509,6 +509,9 @@ class SMTPClient(BaseClient[SMTPConnection]):
             mail_reply, rcpt_replies = replies[0], replies[1:]
             if not mail_reply.is_positive or not any(r.is_positive for r in rcpt_replies):
                 return mail_reply, rcpt_replies, None
+            if len(content) <= BDAT_CHUNK:  # one chunk, one reply: most messages
+                conn.send(Bdat(content, last=True))
+                return mail_reply, rcpt_replies, (await self._read_replies(1))[0]
             chunks = _chunks(content)
             for chunk in chunks:
                 conn.send(chunk)
