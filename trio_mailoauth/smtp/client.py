@@ -463,13 +463,10 @@ class SMTPClient(BaseClient[SMTPConnection]):
             rcpts = [Rcpt(r, notify=notify_words, orcpt=originals.get(r)) for r in recipients]
         else:
             rcpts = [Rcpt(r) for r in recipients]
-        return await self._transaction(mail, recipients, rcpts, content, use_bdat)
-
-    async def _transaction(
-        self, mail: Mail, recipients: list[str], rcpts: list[Rcpt], content: bytes, use_bdat: bool
-    ) -> SendResult:
+        # The transaction itself, here rather than in a coroutine of its own: every await
+        # of a message resumes each coroutine between the task and the socket.
         async with self._round_trip():
-            if "PIPELINING" in self._conn.extensions:
+            if "PIPELINING" in self._conn.extensions:  # as it is once the lock is ours
                 mail_reply, rcpt_replies, final = await self._pipelined(
                     mail, rcpts, content, use_bdat
                 )
@@ -485,7 +482,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
                     await self._command(Rset())
                 raise error
         assert final is not None
-        return SendResult(mail.sender, dict(zip(recipients, rcpt_replies, strict=True)), final)
+        return SendResult(sender, dict(zip(recipients, rcpt_replies, strict=True)), final)
 
     async def _pipelined(
         self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
