@@ -48,6 +48,7 @@ from trio_mailoauth.errors import (
 )
 from trio_mailoauth.sasl import SASLFlow, SASLMechanism, classify_failure
 from trio_mailoauth.smtp._connection import SMTPConnection
+from trio_mailoauth.smtp._envelope import original_recipients
 from trio_mailoauth.smtp._events import (
     Authenticate,
     Bdat,
@@ -74,6 +75,7 @@ from trio_mailoauth.smtp.message import (
     envelope_from_headers,
     message_bytes,
     strip_bcc,
+    transaction_error,
 )
 from trio_mailoauth.transport import Stream, TLSMode
 
@@ -440,7 +442,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 )
             body = "8BITMIME"
         notify_words = None if notify is None else tuple(word.upper() for word in notify)
-        originals = _original_recipients(orcpt, recipients) if orcpt else {}
+        originals = original_recipients(orcpt, recipients) if orcpt else {}
         if (notify_words is not None or originals) and "DSN" not in offered:
             raise LocalProtocolError(
                 f"cannot ask for NOTIFY/ORCPT: {self.host}:{self.port} does not offer DSN"
@@ -474,7 +476,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 mail_reply, rcpt_replies, final = await self._step_by_step(
                     mail, rcpts, content, use_bdat
                 )
-            error = _transaction_error(mail_reply, rcpts, rcpt_replies, final)
+            error = transaction_error(mail_reply, rcpts, rcpt_replies, final)
             if error is not None:
                 # Whatever the server kept, it is gone now. A 421 to the RSET breaks the
                 # connection (see _read_reply); the refusal that matters is still ``error``.
@@ -605,21 +607,6 @@ class SMTPClient(BaseClient[SMTPConnection]):
             raise error
 
 
-def _original_recipients(
-    orcpt: Mapping[str, str] | bool | None, recipients: list[str]
-) -> dict[str, str]:
-    """Recipient → the ORCPT address to send for it (RFC 3461 §4.2), from ``orcpt``."""
-    if orcpt is None or orcpt is False:
-        return {}
-    if orcpt is True:
-        return {r: r for r in recipients}
-    known = set(recipients)
-    unknown = [r for r in orcpt if r not in known]
-    if unknown:
-        raise LocalProtocolError(f"ORCPT given for {unknown[0]!r}, which is not a recipient")
-    return dict(orcpt)
-
-
 def _header_block(content: bytes) -> bytes:
     end = content.find(b"\r\n\r\n")
     return content if end < 0 else content[:end]
@@ -630,36 +617,6 @@ def _chunks(content: bytes) -> list[Bdat]:
         return [Bdat(content, last=True)]
     starts = range(0, len(content), BDAT_CHUNK)
     return [Bdat(content[i : i + BDAT_CHUNK], last=i + BDAT_CHUNK >= len(content)) for i in starts]
-
-
-def _transaction_error(
-    mail_reply: Reply, rcpts: list[Rcpt], rcpt_replies: list[Reply], final: Reply | None
-) -> SMTPResponseError | None:
-    """The error a transaction ends with, or None when the message was accepted."""
-    if (
-        final is not None
-        and 200 <= final.code < 300
-        and 200 <= mail_reply.code < 300
-        and all(200 <= reply.code < 300 for reply in rcpt_replies)
-    ):
-        return None  # every message sent goes this way: decided without building anything
-    if not mail_reply.is_positive:
-        return _refusal(mail_reply)
-    refused = [
-        (r.recipient, reply)
-        for r, reply in zip(rcpts, rcpt_replies, strict=True)
-        if not reply.is_positive
-    ]
-    if len(refused) == len(rcpts):
-        # Transient when any refusal is: trying again later may reach those recipients.
-        chosen = next((reply for _, reply in refused if reply.is_transient), refused[0][1])
-        listed = "; ".join(f"{who}: {reply.code} {reply.text}" for who, reply in refused)
-        return SMTPResponseError.for_reply(
-            chosen.code, f"every recipient was refused ({listed})", chosen.enhanced_status
-        )
-    if final is None or not final.is_positive:
-        return _refusal(final) if final is not None else None
-    return None
 
 
 def open_smtp(
