@@ -756,3 +756,21 @@ def test_one_line_reply_enhanced_status(line: bytes, status: str | None, text: s
     buffer = ReceiveBuffer()
     buffer.feed(line)
     assert ReplyReader().read(buffer) == Reply(int(line[:3]), status, (text,))
+
+
+def test_extensions_is_a_read_only_view_of_the_latest_ehlo() -> None:
+    conn = SMTPConnection()
+    conn.receive_data(b"220 hi\r\n")
+    conn.next_event()
+    conn.send(Ehlo("[127.0.0.1]"))
+    conn.receive_data(b"250-hi\r\n250 SIZE 100\r\n")
+    conn.next_event()
+    view = conn.extensions
+    assert view == {"SIZE": ("100",)}
+    with pytest.raises(TypeError):
+        view["PIPELINING"] = ()  # type: ignore[index]
+    conn.send(Ehlo("[127.0.0.1]"))  # asking again forgets what the last answer said
+    assert conn.extensions == {}
+    conn.receive_data(b"250-hi\r\n250 8BITMIME\r\n")
+    conn.next_event()
+    assert conn.extensions == {"8BITMIME": ()}

@@ -76,6 +76,9 @@ class SMTPConnection:
         self._chunk_refused = False  # a BDAT chunk was refused: no more chunks (RFC 3030)
         self._extensions: dict[str, tuple[str, ...]] = {}
         self._size_limit: int | None = None  # size_limit(self._extensions), kept with it
+        # The read-only view ``extensions`` hands out, made once per EHLO rather than per
+        # look (the client looks for every message sent).
+        self._extensions_view: Mapping[str, tuple[str, ...]] = MappingProxyType(self._extensions)
         self._tls_active = tls
         self._authenticated = False
         self._held_response: bytes | None = None  # AUTH two-step: sent at the first 334
@@ -94,7 +97,7 @@ class SMTPConnection:
     @property
     def extensions(self) -> Mapping[str, tuple[str, ...]]:
         """The EHLO keywords (upper case) and their parameters; empty before EHLO/after TLS."""
-        return MappingProxyType(self._extensions)
+        return self._extensions_view
 
     @property
     def auth_mechanisms(self) -> tuple[str, ...]:
@@ -203,6 +206,7 @@ class SMTPConnection:
 
     def _set_extensions(self, extensions: dict[str, tuple[str, ...]]) -> None:
         self._extensions = extensions
+        self._extensions_view = MappingProxyType(extensions)
         # MAIL checks the limit for every message: parse it once, here.
         self._size_limit = size_limit(extensions)
 
