@@ -84,6 +84,9 @@ class BaseClient(Generic[ConnT]):
         self._state = ClientState.OK
         self._broken_by: str | None = None
         self._lock = anyio.Lock()
+        # Holds nothing but this client, so one serves every round trip (no object per
+        # command or message sent).
+        self._round_trip_manager = _RoundTrip(self)
         self._logger = logging.getLogger(f"trio_mailoauth.{self.protocol}")
         # The core traces the conversation (secrets redacted) only when somebody listens:
         # formatting every line costs.
@@ -144,7 +147,7 @@ class BaseClient(Generic[ConnT]):
 
         A refusal passes through with the connection OK; anything else breaks it.
         """
-        return _RoundTrip(self)
+        return self._round_trip_manager
 
     async def _break(self, exc: BaseException) -> None:
         if self._state is ClientState.OK:
