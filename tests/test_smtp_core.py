@@ -4,6 +4,7 @@ random points), the state table's refusals, limits, EHLO parsing, redaction, fuz
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_mailoauth._sansio import NEED_DATA, ConnectionClosed, SASLChallenge
+from trio_mailoauth._sansio import NEED_DATA, ConnectionClosed, ReceiveBuffer, SASLChallenge
 from trio_mailoauth.errors import LocalProtocolError, RemoteProtocolError
 from trio_mailoauth.smtp import (
     Authenticate,
@@ -26,7 +27,13 @@ from trio_mailoauth.smtp import (
     StartTLS,
     State,
 )
-from trio_mailoauth.smtp._reader import MAX_REPLY_BYTES, MAX_REPLY_LINE, MAX_REPLY_LINES, parse_ehlo
+from trio_mailoauth.smtp._reader import (
+    MAX_REPLY_BYTES,
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
+    ReplyReader,
+    parse_ehlo,
+)
 from trio_mailoauth.smtp._writer import MAX_COMMAND_LINE
 
 TOKEN = "ya29.secret-token-value"
@@ -718,3 +725,52 @@ def test_error_challenge_json_round_trips() -> None:
     events, _, _ = check_all_ways(TRANSCRIPTS[1])
     challenge = next(e for e in events if isinstance(e, SASLChallenge))
     assert json.loads(challenge.data) == {"status": "401", "schemes": "bearer", "scope": "mail"}
+
+
+def test_reply_is_a_frozen_value() -> None:
+    # Reply has its own fast __init__; it must still behave as the frozen dataclass it is.
+    reply = Reply(250, "2.1.0", ("Sender OK",))
+    assert reply == Reply(code=250, enhanced_status="2.1.0", lines=("Sender OK",))
+    assert hash(reply) == hash(Reply(250, "2.1.0", ("Sender OK",)))
+    assert reply != Reply(250, None, ("2.1.0 Sender OK",))
+    assert repr(reply) == "Reply(code=250, enhanced_status='2.1.0', lines=('Sender OK',))"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        reply.code = 550  # type: ignore[misc]
+    assert dataclasses.replace(reply, code=251) == Reply(251, "2.1.0", ("Sender OK",))
+
+
+@pytest.mark.parametrize(
+    ("line", "status", "text"),
+    [
+        (b"250 2.1.0 Sender OK\r\n", "2.1.0", "Sender OK"),
+        (b"250 2.1.0\r\n", "2.1.0", ""),
+        (b"250 5.1.0 odd\r\n", None, "5.1.0 odd"),  # a status of another class is text
+        (b"250 2.1000.0 x\r\n", None, "2.1000.0 x"),
+        (b"250 2.1.0x\r\n", None, "2.1.0x"),
+        (b"354 2.0.0 go ahead\r\n", None, "2.0.0 go ahead"),  # no 3.x.x class
+        (b"550 5.7.1 no\r\n", "5.7.1", "no"),
+        (b"250\r\n", None, ""),
+    ],
+)
+def test_one_line_reply_enhanced_status(line: bytes, status: str | None, text: str) -> None:
+    buffer = ReceiveBuffer()
+    buffer.feed(line)
+    assert ReplyReader().read(buffer) == Reply(int(line[:3]), status, (text,))
+
+
+def test_extensions_is_a_read_only_view_of_the_latest_ehlo() -> None:
+    conn = SMTPConnection()
+    conn.receive_data(b"220 hi\r\n")
+    conn.next_event()
+    conn.send(Ehlo("[127.0.0.1]"))
+    conn.receive_data(b"250-hi\r\n250 SIZE 100\r\n")
+    conn.next_event()
+    view = conn.extensions
+    assert view == {"SIZE": ("100",)}
+    with pytest.raises(TypeError):
+        view["PIPELINING"] = ()  # type: ignore[index]
+    conn.send(Ehlo("[127.0.0.1]"))  # asking again forgets what the last answer said
+    assert conn.extensions == {}
+    conn.receive_data(b"250-hi\r\n250 8BITMIME\r\n")
+    conn.next_event()
+    assert conn.extensions == {"8BITMIME": ()}

@@ -4,6 +4,7 @@ the smuggling attempts it defeats, address and parameter checks, the message hel
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
@@ -338,6 +339,18 @@ def test_normalisation_keeps_canonical_data_as_is() -> None:
     assert dot_stuff(data) is data
 
 
+@settings(max_examples=300)
+@given(st.text(alphabet="\r\na", max_size=40).map(str.encode))
+def test_normalisation_changes_exactly_what_is_not_canonical(content: bytes) -> None:
+    canonical = content.count(b"\r") == content.count(b"\n") == content.count(b"\r\n")
+    normal = normalize_line_endings(content)
+    if canonical:
+        assert normal is content
+    else:
+        assert normal != content
+        assert normal.count(b"\r") == normal.count(b"\n") == normal.count(b"\r\n")
+
+
 # --- addresses and parameters -----------------------------------------------------------------
 
 
@@ -557,3 +570,33 @@ def test_send_result() -> None:
 def test_size_limit_reads_ascii_digits_only(advertised: str, limit: int | None) -> None:
     # "²".isdigit() is True and int("²") a ValueError: it would escape from send(Mail(...)).
     assert size_limit(parse_ehlo(r(250, None, "mx", advertised))) == limit
+
+
+def test_transaction_commands_are_frozen_values() -> None:
+    # Mail, Rcpt and Bdat have their own fast __init__; they must still behave as the frozen
+    # dataclasses they are, defaults and checks included.
+    mail = Mail("a@example.test", size=10)
+    assert mail == Mail("a@example.test", 10, None, False, None, None, False)
+    assert (mail.body, mail.smtputf8, mail.ret, mail.envid, mail.requiretls) == (
+        None,
+        False,
+        None,
+        None,
+        False,
+    )
+    assert dataclasses.replace(mail, size=11).size == 11
+    assert hash(Rcpt("b@example.test")) == hash(Rcpt("b@example.test", None, None))
+    assert Rcpt("b@example.test", notify=("NEVER",)).notify == ("NEVER",)
+    assert Bdat(b"x") == Bdat(b"x", last=False) != Bdat(b"x", last=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mail.size = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Rcpt("b@example.test").recipient = "c@example.test"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Bdat(b"x").last = True  # type: ignore[misc]
+    with pytest.raises(LocalProtocolError):
+        dataclasses.replace(mail, sender="a@example.test>")
+    with pytest.raises(LocalProtocolError):
+        Rcpt("b@example.test", orcpt="c@example.test\r\nRSET")
+    with pytest.raises(LocalProtocolError):
+        Rcpt("b@example.test", notify=("NEVER", "SUCCESS"))

@@ -14,8 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
@@ -85,6 +84,9 @@ class BaseClient(Generic[ConnT]):
         self._state = ClientState.OK
         self._broken_by: str | None = None
         self._lock = anyio.Lock()
+        # Holds nothing but this client, so one serves every round trip (no object per
+        # command or message sent).
+        self._round_trip_manager = _RoundTrip(self)
         self._logger = logging.getLogger(f"trio_mailoauth.{self.protocol}")
         # The core traces the conversation (secrets redacted) only when somebody listens:
         # formatting every line costs.
@@ -140,22 +142,12 @@ class BaseClient(Generic[ConnT]):
                 f"the {self.protocol.upper()} connection is broken ({self._broken_by})"
             )
 
-    @asynccontextmanager
-    async def _round_trip(self) -> AsyncIterator[None]:
+    def _round_trip(self) -> _RoundTrip:
         """One command and its complete reply, exclusive on this connection.
 
         A refusal passes through with the connection OK; anything else breaks it.
         """
-        async with self._lock:
-            self._ensure_usable()
-            try:
-                yield
-            except (ResponseError, LocalProtocolError):
-                # A completed refusal, or a command refused before a byte was written.
-                raise
-            except BaseException as exc:
-                await self._break(exc)
-                raise
+        return self._round_trip_manager
 
     async def _break(self, exc: BaseException) -> None:
         if self._state is ClientState.OK:
@@ -253,6 +245,41 @@ class BaseClient(Generic[ConnT]):
         else:
             return
         await self._sasl_exchange(retry)
+
+
+class _RoundTrip:
+    """``async with client._round_trip():`` — a class, not ``@asynccontextmanager``: it is
+    entered for every command and every message sent, and a generator-based context manager
+    costs more than the rest of a small command's bookkeeping."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: BaseClient[Any]) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> None:
+        client = self._client
+        await client._lock.acquire()
+        try:
+            client._ensure_usable()
+        except BaseException:
+            client._lock.release()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        try:
+            # A completed refusal, or a command refused before a byte was written, leaves
+            # the connection OK; anything else interrupted the round trip midway.
+            if exc is not None and not isinstance(exc, ResponseError | LocalProtocolError):
+                await client._break(exc)
+        finally:
+            client._lock.release()
 
 
 class Opener(Generic[ClientT]):

@@ -41,13 +41,13 @@ from trio_mailoauth.smtp._events import (
     Mail,
     Rcpt,
     Reply,
-    command_key,
 )
 from trio_mailoauth.smtp._reader import ReplyReader, auth_mechanisms, parse_ehlo, size_limit
 from trio_mailoauth.smtp._state import (
     GREETING,
     PIPELINE_MAY_CONTINUE,
     PIPELINE_MAY_END,
+    REPLY_CLASSES,
     REPLY_TRANSITIONS,
     SEND_TRANSITIONS,
     State,
@@ -75,6 +75,10 @@ class SMTPConnection:
         self._transaction: Mail | None = None  # the MAIL of the open transaction
         self._chunk_refused = False  # a BDAT chunk was refused: no more chunks (RFC 3030)
         self._extensions: dict[str, tuple[str, ...]] = {}
+        self._size_limit: int | None = None  # size_limit(self._extensions), kept with it
+        # The read-only view ``extensions`` hands out, made once per EHLO rather than per
+        # look (the client looks for every message sent).
+        self._extensions_view: Mapping[str, tuple[str, ...]] = MappingProxyType(self._extensions)
         self._tls_active = tls
         self._authenticated = False
         self._held_response: bytes | None = None  # AUTH two-step: sent at the first 334
@@ -93,7 +97,7 @@ class SMTPConnection:
     @property
     def extensions(self) -> Mapping[str, tuple[str, ...]]:
         """The EHLO keywords (upper case) and their parameters; empty before EHLO/after TLS."""
-        return MappingProxyType(self._extensions)
+        return self._extensions_view
 
     @property
     def auth_mechanisms(self) -> tuple[str, ...]:
@@ -120,7 +124,7 @@ class SMTPConnection:
 
         LocalProtocolError (with nothing queued) when the command is not allowed now.
         """
-        verb = command_key(command)
+        verb = "BDAT LAST" if type(command) is Bdat and command.last else command.verb
         if self._pending and not self._may_pipeline(verb):
             raise LocalProtocolError(
                 f"cannot send {verb} in state {self._state.value}: "
@@ -142,7 +146,7 @@ class SMTPConnection:
         transaction = self._transaction
         written = write_command(command, smtputf8=transaction is not None and transaction.smtputf8)
         if verb in ("EHLO", "HELO"):
-            self._extensions = {}
+            self._set_extensions({})
         if isinstance(command, Mail):
             self._transaction = command
             self._chunk_refused = False
@@ -200,6 +204,12 @@ class SMTPConnection:
         ):
             raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
 
+    def _set_extensions(self, extensions: dict[str, tuple[str, ...]]) -> None:
+        self._extensions = extensions
+        self._extensions_view = MappingProxyType(extensions)
+        # MAIL checks the limit for every message: parse it once, here.
+        self._size_limit = size_limit(extensions)
+
     def _has(self, keyword: str) -> bool:
         return keyword in self._extensions
 
@@ -223,7 +233,7 @@ class SMTPConnection:
             if not self._tls_active:
                 raise LocalProtocolError("REQUIRETLS needs a TLS connection (RFC 8689)")
         if command.size is not None:
-            limit = size_limit(offered)
+            limit = self._size_limit
             if limit is not None and command.size > limit:
                 raise LocalProtocolError(
                     f"the message is {command.size} bytes; the server accepts at most "
@@ -279,7 +289,7 @@ class SMTPConnection:
             self._state = State.ERROR
             raise RemoteProtocolError("bytes arrived after the STARTTLS go-ahead")
         self._tls_active = True
-        self._extensions = {}
+        self._set_extensions({})
         self._state = State.GREETED
 
     # --- receiving ----------------------------------------------------------------------
@@ -294,30 +304,32 @@ class SMTPConnection:
 
     def next_event(self) -> Event | NeedData:
         """The next complete event, or NEED_DATA. Raises RemoteProtocolError on bad input."""
-        if self._state is State.ERROR:
+        state = self._state
+        if state is State.ERROR:
             raise RemoteProtocolError("the SMTP connection is in the ERROR state")
-        try:
-            return self._next_event()
-        except RemoteProtocolError:
+        if state is State.TLS_HANDSHAKE and self._buffer:
             self._state = State.ERROR
-            raise
-
-    def _next_event(self) -> Event | NeedData:
-        if self._state is State.TLS_HANDSHAKE and self._buffer:
             raise RemoteProtocolError("bytes arrived after the STARTTLS go-ahead")
+        # One method, not a wrapper around a second one: this runs for every reply.
+        buffer, reader = self._buffer, self._reader
         while True:
-            reply = self._reader.read(self._buffer, self.trace)
+            try:
+                reply = reader.read(buffer, self.trace)
+                event = None if reply is None else self._handle_reply(reply)
+            except RemoteProtocolError:
+                self._state = State.ERROR
+                raise
+            if event is not None:
+                return event
             if reply is None:
-                if not self._buffer.closed:
+                if not buffer.closed:
                     return NEED_DATA
-                if self._reader.in_progress or self._buffer:
+                if reader.in_progress or buffer:
+                    self._state = State.ERROR
                     raise RemoteProtocolError("the server closed the connection within a reply")
                 self._state = State.CLOSED
                 self._pending.clear()
                 return ConnectionClosed()
-            event = self._handle_reply(reply)
-            if event is not None:
-                return event
             # A 334 that asked for our held initial response: answered, read on.
 
     def _handle_reply(self, reply: Reply) -> Event | None:
@@ -331,7 +343,7 @@ class SMTPConnection:
                 f"unsolicited reply {reply.code} in state {state.value} (no command sent)"
             )
         verb = self._pending[0]
-        cls = reply_class(reply.code)
+        cls = REPLY_CLASSES.get(reply.code) or reply_class(reply.code)
         next_state = REPLY_TRANSITIONS.get((state, verb, cls))
         if next_state is None:
             raise RemoteProtocolError(
@@ -343,15 +355,17 @@ class SMTPConnection:
         self._state = next_state
         if next_state is State.CLOSING:
             self._pending.clear()  # the server answers nothing more
+        elif verb == "MAIL" or verb == "RCPT":
+            pass  # the replies of every message sent: nothing to remember
         elif verb == GREETING:
             self.greeting = reply
         elif verb == "EHLO" and reply.is_positive:
-            self._extensions = parse_ehlo(reply)
+            self._set_extensions(parse_ehlo(reply))
         elif verb == "STARTTLS" and reply.is_positive:
             if self._buffer or self._reader.in_progress:
                 # Injected by a man in the middle: it would be read as if it came over TLS.
                 raise RemoteProtocolError("bytes arrived after the STARTTLS go-ahead")
-            self._extensions = {}
+            self._set_extensions({})
         elif verb == "AUTH":
             self._challenge_open = False
             self._held_response = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 
 from trio_mailoauth.errors import LocalProtocolError
 
@@ -22,6 +23,7 @@ __all__ = [
     "check_notify",
     "needs_smtputf8",
     "orcpt_value",
+    "original_recipients",
     "utf8_addr_xtext",
     "xtext",
 ]
@@ -158,3 +160,18 @@ def check_notify(notify: tuple[str, ...]) -> None:
             "NOTIFY must be ('NEVER',) or a non-empty set of SUCCESS, FAILURE, DELAY; "
             f"got {notify!r}"
         )
+
+
+def original_recipients(
+    orcpt: Mapping[str, str] | bool | None, recipients: list[str]
+) -> dict[str, str]:
+    """Recipient → the ORCPT address to send for it (RFC 3461 §4.2), from ``orcpt``."""
+    if orcpt is None or orcpt is False:
+        return {}
+    if orcpt is True:
+        return {r: r for r in recipients}
+    known = set(recipients)
+    unknown = [r for r in orcpt if r not in known]
+    if unknown:
+        raise LocalProtocolError(f"ORCPT given for {unknown[0]!r}, which is not a recipient")
+    return dict(orcpt)

@@ -61,6 +61,15 @@ class Reply:
     enhanced_status: str | None
     lines: tuple[str, ...]
 
+    def __init__(self, code: int, enhanced_status: str | None, lines: tuple[str, ...]) -> None:
+        # What @dataclass(frozen=True) would generate, minus its object.__setattr__ call per
+        # field: a Reply is made for every reply (three per message sent), and that way
+        # costs twice as much as the rest of making one.
+        fields = self.__dict__
+        fields["code"] = code
+        fields["enhanced_status"] = enhanced_status
+        fields["lines"] = lines
+
     @property
     def text(self) -> str:
         """All lines joined with a space: how the reply reads in an error message."""
@@ -180,18 +189,38 @@ class Mail:
     envid: str | None = None
     requiretls: bool = False
 
-    def __post_init__(self) -> None:
-        check_address(self.sender, what="sender", allow_empty=True)
-        if needs_smtputf8(self.sender) and not self.smtputf8:
+    def __init__(
+        self,
+        sender: str,
+        size: int | None = None,
+        body: BodyType | None = None,
+        smtputf8: bool = False,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        requiretls: bool = False,
+    ) -> None:
+        # The __init__ @dataclass(frozen=True) would make, checks included, but filling
+        # __dict__ at once: its object.__setattr__ per field cost more than the checks, and
+        # a MAIL is made for every message sent. (Reply does the same.)
+        check_address(sender, what="sender", allow_empty=True)
+        if not smtputf8 and needs_smtputf8(sender):
             raise LocalProtocolError("a non-ASCII sender address needs SMTPUTF8 (smtputf8=True)")
-        if self.size is not None and (not isinstance(self.size, int) or self.size < 0):
-            raise LocalProtocolError(f"SIZE must be a non-negative int, not {self.size!r}")
-        if self.body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
-            raise LocalProtocolError(f"BODY must be 7BIT, 8BITMIME or BINARYMIME: {self.body!r}")
-        if self.ret not in (None, "FULL", "HDRS"):
-            raise LocalProtocolError(f"RET must be FULL or HDRS, not {self.ret!r}")
-        if self.envid is not None:
-            check_envid(self.envid)
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise LocalProtocolError(f"SIZE must be a non-negative int, not {size!r}")
+        if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
+            raise LocalProtocolError(f"BODY must be 7BIT, 8BITMIME or BINARYMIME: {body!r}")
+        if ret not in (None, "FULL", "HDRS"):
+            raise LocalProtocolError(f"RET must be FULL or HDRS, not {ret!r}")
+        if envid is not None:
+            check_envid(envid)
+        fields = self.__dict__
+        fields["sender"] = sender
+        fields["size"] = size
+        fields["body"] = body
+        fields["smtputf8"] = smtputf8
+        fields["ret"] = ret
+        fields["envid"] = envid
+        fields["requiretls"] = requiretls
 
 
 @dataclass(frozen=True)
@@ -209,12 +238,19 @@ class Rcpt:
     notify: tuple[str, ...] | None = None
     orcpt: str | None = None
 
-    def __post_init__(self) -> None:
-        check_address(self.recipient, what="recipient")
-        if self.notify is not None:
-            check_notify(tuple(self.notify))
-        if self.orcpt is not None:
-            check_address(self.orcpt, what="original recipient (ORCPT)")
+    def __init__(
+        self, recipient: str, notify: tuple[str, ...] | None = None, orcpt: str | None = None
+    ) -> None:
+        # Made for every recipient of every message: see Mail.__init__.
+        check_address(recipient, what="recipient")
+        if notify is not None:
+            check_notify(tuple(notify))
+        if orcpt is not None:
+            check_address(orcpt, what="original recipient (ORCPT)")
+        fields = self.__dict__
+        fields["recipient"] = recipient
+        fields["notify"] = notify
+        fields["orcpt"] = orcpt
 
 
 @dataclass(frozen=True)
@@ -249,6 +285,12 @@ class Bdat:
     verb: ClassVar[str] = "BDAT"
     chunk: bytes
     last: bool = False
+
+    def __init__(self, chunk: bytes, last: bool = False) -> None:
+        # Made for every message sent over BDAT: see Mail.__init__.
+        fields = self.__dict__
+        fields["chunk"] = chunk
+        fields["last"] = last
 
     def __repr__(self) -> str:
         return f"Bdat(<{len(self.chunk)} bytes>, last={self.last})"

@@ -46,7 +46,9 @@ MAX_REPLY_LINES = 256
 MAX_REPLY_BYTES = 64 * 1024
 
 # "5.7.8 " at the start of a line: class 2/4/5, subject and detail of 1-3 digits (RFC 3463).
-_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
+# One pattern per reply class, looked up by the code's first digit: the match is then the
+# status itself, with no group to check against the code (this runs for every reply).
+_ENHANCED = {cls: re.compile(rf"{cls}\.[0-9]{{1,3}}\.[0-9]{{1,3}}(?= |$)") for cls in (2, 4, 5)}
 
 # An EHLO keyword (RFC 5321 §4.1.1.1): a letter or digit, then letters, digits and dashes.
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -80,40 +82,46 @@ class ReplyReader:
                 return None
             if trace is not None:
                 trace(printable_line("S: ", line))
-            reply = self._add_line(line)
-            if reply is not None:
-                return reply
-
-    def _add_line(self, line: bytes) -> Reply | None:
-        # The hot path of every reply (three per message sent): few slices, one dict lookup.
-        size = self._size + len(line)
-        if size > MAX_REPLY_BYTES:
-            raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
-        texts = self._texts
-        if len(texts) >= MAX_REPLY_LINES:
-            raise RemoteProtocolError(f"reply with more than {MAX_REPLY_LINES} lines")
-        code = _CODES.get(line[:3])
-        separator = line[3:4]
-        if code is None or (separator not in b" -" and len(line) != 5):
-            # ``separator`` is CR only in "250\r\n" (RFC 5321 allows a reply with no text).
-            raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
-        if self._code is None:
-            if separator == b" ":  # the common case: a whole reply in one line
-                return _make_reply(code, [line[4:-2].decode("utf-8", "replace")])
-        elif code != self._code:
-            raise RemoteProtocolError(
-                f"reply code changed from {self._code} to {code} within one reply"
-            )
-        texts.append(line[4:-2].decode("utf-8", "replace"))
-        if separator == b"-":
-            self._code, self._size = code, size
-            return None
-        self._code, self._texts, self._size = None, [], 0
-        return _make_reply(code, texts)
+            # The line, checked and added, here rather than in a method of its own: this
+            # is the hot path of every reply (three per message sent).
+            size = self._size + len(line)
+            if size > MAX_REPLY_BYTES:
+                raise RemoteProtocolError(f"reply longer than {MAX_REPLY_BYTES} bytes")
+            texts = self._texts
+            if len(texts) >= MAX_REPLY_LINES:
+                raise RemoteProtocolError(f"reply with more than {MAX_REPLY_LINES} lines")
+            code = _CODES.get(line[:3])
+            separator = line[3:4]
+            if code is None or (separator not in b" -" and len(line) != 5):
+                # ``separator`` is CR only in "250\r\n" (RFC 5321 allows a reply with no text).
+                raise RemoteProtocolError(f"malformed reply line: {_shown(line)}")
+            if self._code is None:
+                if separator == b" ":  # the common case: a whole reply in one line
+                    return _one_line_reply(code, line[4:-2].decode("utf-8", "replace"))
+            elif code != self._code:
+                raise RemoteProtocolError(
+                    f"reply code changed from {self._code} to {code} within one reply"
+                )
+            texts.append(line[4:-2].decode("utf-8", "replace"))
+            if separator == b"-":
+                self._code, self._size = code, size
+                continue
+            self._code, self._texts, self._size = None, [], 0
+            return _make_reply(code, texts)
 
 
 def _shown(line: bytes) -> str:
     return printable_line("", line[:80])
+
+
+def _one_line_reply(code: int, text: str) -> Reply:
+    """:func:`_make_reply` for a reply of one line (most of them), without the list."""
+    pattern = _ENHANCED.get(code // 100)
+    match = None if pattern is None else pattern.match(text)
+    if match is None:
+        return Reply(code, None, (text,))
+    status = match.group()
+    return Reply(code, status, (text[len(status) + 1 :],))
 
 
 def _make_reply(code: int, texts: list[str]) -> Reply:
@@ -123,10 +131,11 @@ def _make_reply(code: int, texts: list[str]) -> Reply:
     one, and keep lines that differ (or lack it) as they are.
     """
     first = texts[0]
-    match = _ENHANCED.match(first)
-    if match is None or int(match.group(1)) != code // 100:
+    pattern = _ENHANCED.get(code // 100)
+    match = None if pattern is None else pattern.match(first)
+    if match is None:
         return Reply(code, None, tuple(texts))
-    status = first[: match.end(3)]  # the line's own text: the regex took it digit by digit
+    status = match.group()
     if len(texts) == 1:
         return Reply(code, status, (first[len(status) + 1 :],))
     lines = tuple(

@@ -22,6 +22,7 @@ __all__ = [
     "GREETING",
     "PIPELINE_MAY_CONTINUE",
     "PIPELINE_MAY_END",
+    "REPLY_CLASSES",
     "REPLY_TRANSITIONS",
     "SEND_TRANSITIONS",
     "State",
@@ -65,6 +66,10 @@ def reply_class(code: int) -> str:
     """The key a reply code has in REPLY_TRANSITIONS."""
     return "421" if code == 421 else str(code // 100)
 
+
+# reply_class() of every code a reply line can carry (the reader accepts 200-599), looked
+# up once per reply instead of computed.
+REPLY_CLASSES = {code: reply_class(code) for code in range(200, 600)}
 
 S = State
 

@@ -48,6 +48,7 @@ from trio_mailoauth.errors import (
 )
 from trio_mailoauth.sasl import SASLFlow, SASLMechanism, classify_failure
 from trio_mailoauth.smtp._connection import SMTPConnection
+from trio_mailoauth.smtp._envelope import original_recipients
 from trio_mailoauth.smtp._events import (
     Authenticate,
     Bdat,
@@ -74,6 +75,7 @@ from trio_mailoauth.smtp.message import (
     envelope_from_headers,
     message_bytes,
     strip_bcc,
+    transaction_error,
 )
 from trio_mailoauth.transport import Stream, TLSMode
 
@@ -208,11 +210,21 @@ class SMTPClient(BaseClient[SMTPConnection]):
         """
         conn = self._conn
         replies: list[Reply] = []
-        await self._flush()
+        # What the caller queued goes out first; later, what next_event() queued (AUTH's
+        # held response) goes out before we wait. Inline rather than self._flush(): no
+        # coroutine per write or per wait (this runs for every message).
+        data = conn.data_to_send()
         while True:
+            if data:
+                try:
+                    await self._stream.send_all(data)
+                except BaseException:
+                    conn.send_failed()
+                    raise
             event = conn.next_event()
             if isinstance(event, Reply):
-                if conn.state is State.CLOSING:
+                data = b""
+                if event.code == 421 and conn.state is State.CLOSING:
                     # 421 (RFC 5321 §3.8): nothing more will work on this connection. A
                     # refusal would leave it OK, and every later command fail as local.
                     error = _refusal(event)
@@ -222,8 +234,9 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 if len(replies) == count:
                     return replies
             elif event is NEED_DATA:
-                await self._flush()  # what next_event() queued (AUTH's held response)
-                conn.receive_data(await self._stream.receive_some())
+                data = conn.data_to_send()
+                if not data:  # else: out first, then next_event() again
+                    conn.receive_data(await self._stream.receive_some())
             elif isinstance(event, ConnectionClosed):
                 raise ConnectionBrokenError("the server closed the connection")
             else:
@@ -405,7 +418,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
         if body != "BINARYMIME":
             content = normalize_line_endings(content)
         ascii_content = content.isascii()
-        ascii_recipients = all(r.isascii() for r in recipients)
+        ascii_recipients = all(map(str.isascii, recipients))
         if smtputf8 is None:
             smtputf8 = (
                 not sender.isascii()
@@ -429,7 +442,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 )
             body = "8BITMIME"
         notify_words = None if notify is None else tuple(word.upper() for word in notify)
-        originals = _original_recipients(orcpt, recipients)
+        originals = original_recipients(orcpt, recipients) if orcpt else {}
         if (notify_words is not None or originals) and "DSN" not in offered:
             raise LocalProtocolError(
                 f"cannot ask for NOTIFY/ORCPT: {self.host}:{self.port} does not offer DSN"
@@ -448,14 +461,14 @@ class SMTPClient(BaseClient[SMTPConnection]):
             envid=envid,
             requiretls=requiretls,
         )
-        rcpts = [Rcpt(r, notify=notify_words, orcpt=originals.get(r)) for r in recipients]
-        return await self._transaction(mail, rcpts, content, use_bdat)
-
-    async def _transaction(
-        self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
-    ) -> SendResult:
+        if originals or notify_words is not None:
+            rcpts = [Rcpt(r, notify=notify_words, orcpt=originals.get(r)) for r in recipients]
+        else:
+            rcpts = [Rcpt(r) for r in recipients]
+        # The transaction itself, here rather than in a coroutine of its own: every await
+        # of a message resumes each coroutine between the task and the socket.
         async with self._round_trip():
-            if "PIPELINING" in self._conn.extensions:
+            if "PIPELINING" in self._conn.extensions:  # as it is once the lock is ours
                 mail_reply, rcpt_replies, final = await self._pipelined(
                     mail, rcpts, content, use_bdat
                 )
@@ -463,7 +476,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
                 mail_reply, rcpt_replies, final = await self._step_by_step(
                     mail, rcpts, content, use_bdat
                 )
-            error = _transaction_error(mail_reply, rcpts, rcpt_replies, final)
+            error = transaction_error(mail_reply, rcpts, rcpt_replies, final)
             if error is not None:
                 # Whatever the server kept, it is gone now. A 421 to the RSET breaks the
                 # connection (see _read_reply); the refusal that matters is still ``error``.
@@ -471,8 +484,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
                     await self._command(Rset())
                 raise error
         assert final is not None
-        replies = {rcpt.recipient: reply for rcpt, reply in zip(rcpts, rcpt_replies, strict=True)}
-        return SendResult(mail.sender, replies, final)
+        return SendResult(sender, dict(zip(recipients, rcpt_replies, strict=True)), final)
 
     async def _pipelined(
         self, mail: Mail, rcpts: list[Rcpt], content: bytes, use_bdat: bool
@@ -496,6 +508,9 @@ class SMTPClient(BaseClient[SMTPConnection]):
             mail_reply, rcpt_replies = replies[0], replies[1:]
             if not mail_reply.is_positive or not any(r.is_positive for r in rcpt_replies):
                 return mail_reply, rcpt_replies, None
+            if len(content) <= BDAT_CHUNK:  # one chunk, one reply: most messages
+                conn.send(Bdat(content, last=True))
+                return mail_reply, rcpt_replies, (await self._read_replies(1))[0]
             chunks = _chunks(content)
             for chunk in chunks:
                 conn.send(chunk)
@@ -592,21 +607,6 @@ class SMTPClient(BaseClient[SMTPConnection]):
             raise error
 
 
-def _original_recipients(
-    orcpt: Mapping[str, str] | bool | None, recipients: list[str]
-) -> dict[str, str]:
-    """Recipient → the ORCPT address to send for it (RFC 3461 §4.2), from ``orcpt``."""
-    if orcpt is None or orcpt is False:
-        return {}
-    if orcpt is True:
-        return {r: r for r in recipients}
-    known = set(recipients)
-    unknown = [r for r in orcpt if r not in known]
-    if unknown:
-        raise LocalProtocolError(f"ORCPT given for {unknown[0]!r}, which is not a recipient")
-    return dict(orcpt)
-
-
 def _header_block(content: bytes) -> bytes:
     end = content.find(b"\r\n\r\n")
     return content if end < 0 else content[:end]
@@ -617,29 +617,6 @@ def _chunks(content: bytes) -> list[Bdat]:
         return [Bdat(content, last=True)]
     starts = range(0, len(content), BDAT_CHUNK)
     return [Bdat(content[i : i + BDAT_CHUNK], last=i + BDAT_CHUNK >= len(content)) for i in starts]
-
-
-def _transaction_error(
-    mail_reply: Reply, rcpts: list[Rcpt], rcpt_replies: list[Reply], final: Reply | None
-) -> SMTPResponseError | None:
-    """The error a transaction ends with, or None when the message was accepted."""
-    if not mail_reply.is_positive:
-        return _refusal(mail_reply)
-    refused = [
-        (r.recipient, reply)
-        for r, reply in zip(rcpts, rcpt_replies, strict=True)
-        if not reply.is_positive
-    ]
-    if len(refused) == len(rcpts):
-        # Transient when any refusal is: trying again later may reach those recipients.
-        chosen = next((reply for _, reply in refused if reply.is_transient), refused[0][1])
-        listed = "; ".join(f"{who}: {reply.code} {reply.text}" for who, reply in refused)
-        return SMTPResponseError.for_reply(
-            chosen.code, f"every recipient was refused ({listed})", chosen.enhanced_status
-        )
-    if final is None or not final.is_positive:
-        return _refusal(final) if final is not None else None
-    return None
 
 
 def open_smtp(

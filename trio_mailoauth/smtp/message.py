@@ -1,7 +1,9 @@
 """From a message to what goes on the wire: the envelope taken from its headers, the bytes
-(Bcc removed, CRLF line endings), and :class:`SendResult`, what a send reports back.
+(Bcc removed, CRLF line endings), and what a send reports back: :class:`SendResult`, or
+the error a refused transaction ends with (:func:`transaction_error`).
 
-No I/O here: the async client (``client.py``) calls these before it sends anything.
+No I/O here: the async client (``client.py``) calls these before it sends anything, and
+``transaction_error`` with the replies it read.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 
-from trio_mailoauth.smtp._events import Reply
+from trio_mailoauth.errors import SMTPResponseError
+from trio_mailoauth.smtp._events import Rcpt, Reply
 
 __all__ = [
     "SendResult",
     "envelope_from_headers",
     "message_bytes",
     "strip_bcc",
+    "transaction_error",
 ]
 
 # Address headers whose values are recipients of the message (RFC 5322 §3.6.3).
@@ -205,3 +209,37 @@ def strip_bcc(data: bytes) -> bytes:
         if not dropping:
             kept.append(line)
     return b"".join(kept) + data[end:]
+
+
+def transaction_error(
+    mail_reply: Reply, rcpts: list[Rcpt], rcpt_replies: list[Reply], final: Reply | None
+) -> SMTPResponseError | None:
+    """The error a transaction ends with, or None when the message was accepted."""
+    if (
+        final is not None
+        and 200 <= final.code < 300
+        and 200 <= mail_reply.code < 300
+        and all(200 <= reply.code < 300 for reply in rcpt_replies)
+    ):
+        return None  # every message sent goes this way: decided without building anything
+    if not mail_reply.is_positive:
+        return _refusal(mail_reply)
+    refused = [
+        (r.recipient, reply)
+        for r, reply in zip(rcpts, rcpt_replies, strict=True)
+        if not reply.is_positive
+    ]
+    if len(refused) == len(rcpts):
+        # Transient when any refusal is: trying again later may reach those recipients.
+        chosen = next((reply for _, reply in refused if reply.is_transient), refused[0][1])
+        listed = "; ".join(f"{who}: {reply.code} {reply.text}" for who, reply in refused)
+        return SMTPResponseError.for_reply(
+            chosen.code, f"every recipient was refused ({listed})", chosen.enhanced_status
+        )
+    if final is None or not final.is_positive:
+        return _refusal(final) if final is not None else None
+    return None
+
+
+def _refusal(reply: Reply) -> SMTPResponseError:
+    return SMTPResponseError.for_reply(reply.code, reply.text, reply.enhanced_status)
