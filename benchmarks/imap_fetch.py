@@ -13,8 +13,9 @@ imaplib (the fastest peer), against the plain socket, and against the minimal cl
 same socket plus a literal splitter that slices out each message: the "minimal splitter"
 over a real connection). One more client, "bare trio", does the splitter's work under trio
 (non-blocking socket, ``trio.lowlevel.wait_readable``, Python's ssl over TLS): no library at
-all, the floor for any trio client. Also the parser alone on a captured FETCH response (MB/s), against
-imaplib's reader, imapclient's parser and a minimal literal splitter (find ``{n}``, slice).
+all, the floor for any trio client. Also the parser alone on a captured FETCH response
+(MB/s), against imaplib's reader, imapclient's parser and a minimal literal splitter (find
+``{n}``, slice).
 """
 
 from __future__ import annotations
