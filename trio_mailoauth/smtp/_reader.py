@@ -131,13 +131,13 @@ def _make_reply(code: int, texts: list[str]) -> Reply:
     one, and keep lines that differ (or lack it) as they are.
     """
     first = texts[0]
+    if len(texts) == 1:
+        return _one_line_reply(code, first)
     pattern = _ENHANCED.get(code // 100)
     match = None if pattern is None else pattern.match(first)
     if match is None:
         return Reply(code, None, tuple(texts))
     status = match.group()
-    if len(texts) == 1:
-        return Reply(code, status, (first[len(status) + 1 :],))
     lines = tuple(
         text[len(status) :].removeprefix(" ") if _has_status(text, status) else text
         for text in texts

@@ -461,10 +461,7 @@ class SMTPClient(BaseClient[SMTPConnection]):
             envid=envid,
             requiretls=requiretls,
         )
-        if originals or notify_words is not None:
-            rcpts = [Rcpt(r, notify=notify_words, orcpt=originals.get(r)) for r in recipients]
-        else:
-            rcpts = [Rcpt(r) for r in recipients]
+        rcpts = [Rcpt(r, notify=notify_words, orcpt=originals.get(r)) for r in recipients]
         # The transaction itself, here rather than in a coroutine of its own: every await
         # of a message resumes each coroutine between the task and the socket.
         async with self._round_trip():
