@@ -41,6 +41,7 @@ from trio_mailoauth.smtp._events import (
     Mail,
     Rcpt,
     Reply,
+    command_key,
 )
 from trio_mailoauth.smtp._reader import ReplyReader, auth_mechanisms, parse_ehlo, size_limit
 from trio_mailoauth.smtp._state import (
@@ -124,7 +125,7 @@ class SMTPConnection:
 
         LocalProtocolError (with nothing queued) when the command is not allowed now.
         """
-        verb = "BDAT LAST" if type(command) is Bdat and command.last else command.verb
+        verb = command_key(command)
         if self._pending and not self._may_pipeline(verb):
             raise LocalProtocolError(
                 f"cannot send {verb} in state {self._state.value}: "
